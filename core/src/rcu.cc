@@ -1,0 +1,233 @@
+// keel's RCU runtime: per-thread registration with liburcu (memb flavour) and the reclaimer
+// thread that destroys retired values after a grace period.
+#include "keel/config.h"
+#if KEEL_RCU_INLINE_READS && !defined(_LGPL_SOURCE)
+#define _LGPL_SOURCE  // liburcu's read side inlined here too, as in the guards
+#endif
+#include <pthread.h>
+#include <urcu/urcu-memb.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "keel/internal/rcu_read.h"
+#include "keel/rcu_cell.h"
+#include "log.h"
+
+#if defined(__SANITIZE_THREAD__)
+#define KEEL_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define KEEL_TSAN 1
+#endif
+#endif
+
+#ifdef KEEL_TSAN
+// liburcu's grace period is built on sys_membarrier and per-thread counters that
+// ThreadSanitizer cannot see. Every read section's end is a release on this address and the
+// end of every grace period an acquire on it, which is exactly the ordering liburcu provides:
+// a read section that ended before synchronize_rcu returned happens-before the reclamation.
+extern "C" void __tsan_acquire(void* addr);
+extern "C" void __tsan_release(void* addr);
+namespace {
+char tsan_grace_period_sync;
+}
+#define KEEL_TSAN_READ_END() __tsan_release(&tsan_grace_period_sync)
+#define KEEL_TSAN_GRACE_PERIOD_END() __tsan_acquire(&tsan_grace_period_sync)
+#else
+#define KEEL_TSAN_READ_END() ((void)0)
+#define KEEL_TSAN_GRACE_PERIOD_END() ((void)0)
+#endif
+
+namespace keel {
+namespace internal {
+namespace {
+
+// Unregisters the thread from liburcu when it exits. Created on a thread's first read.
+struct ThreadRegistration {
+  ~ThreadRegistration() {
+    if (rcu_thread_state == kRcuRegistered) {
+      urcu_memb_unregister_thread();
+      rcu_thread_state = kRcuTornDown;
+    }
+  }
+};
+thread_local ThreadRegistration thread_registration;
+
+// Set while the reclaimer destroys values: RcuSynchronize from a destructor would wait on
+// itself.
+thread_local bool in_reclaimer = false;
+
+// The reclaimer: one thread, started on the first retire, that takes every value retired so
+// far as a batch, waits for one grace period, and destroys the batch.
+class Reclaimer {
+ public:
+  static Reclaimer& Get() {
+    static Reclaimer* const reclaimer = new Reclaimer();  // never destroyed: used at exit
+    return *reclaimer;
+  }
+
+  void Retire(void* ptr, void (*destroy)(void*)) {
+    std::unique_lock<std::mutex> lock(mu_);
+    pending_.push_back({ptr, destroy});
+    ++retired_;
+    retired_total_.fetch_add(1, std::memory_order_relaxed);
+    EnsureThreadLocked();
+    lock.unlock();
+    cv_.notify_one();
+  }
+
+  // Waits until everything retired before the call is destroyed.
+  bool WaitReclaimed(absl::Duration timeout) {
+    std::unique_lock<std::mutex> lock(mu_);
+    const uint64_t target = retired_;
+    if (reclaimed_ >= target) return true;
+    EnsureThreadLocked();
+    cv_.notify_one();
+    auto done = [&] { return reclaimed_ >= target; };
+    if (timeout == absl::InfiniteDuration()) {
+      done_cv_.wait(lock, done);
+      return true;
+    }
+    return done_cv_.wait_for(lock, absl::ToChronoNanoseconds(timeout), done);
+  }
+
+  RcuReclaimStats Stats() const {
+    RcuReclaimStats stats;
+    stats.retired = retired_total_.load(std::memory_order_relaxed);
+    stats.reclaimed = reclaimed_total_.load(std::memory_order_relaxed);
+    stats.grace_periods = grace_periods_.load(std::memory_order_relaxed);
+    return stats;
+  }
+
+  // fork(): the child has no reclaimer thread; it starts a new one on its next retire.
+  void PrepareFork() { mu_.lock(); }
+  void ParentAfterFork() { mu_.unlock(); }
+  void ChildAfterFork() {
+    thread_running_ = false;
+    mu_.unlock();
+  }
+
+ private:
+  struct Retired {
+    void* ptr;
+    void (*destroy)(void*);
+  };
+
+  Reclaimer() {
+    pthread_atfork([] { Get().PrepareFork(); }, [] { Get().ParentAfterFork(); },
+                   [] { Get().ChildAfterFork(); });
+  }
+
+  void EnsureThreadLocked() {
+    if (thread_running_) return;
+    thread_running_ = true;
+    std::thread([this] { Run(); }).detach();  // lives for the process
+  }
+
+  void Run() {
+    std::vector<Retired> batch;
+    for (;;) {
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait(lock, [&] { return !pending_.empty(); });
+        batch.swap(pending_);
+      }
+      // Every reader that could have loaded a pointer in `batch` entered its read section
+      // before the pointer was unpublished; the grace period waits for all of them to leave.
+      urcu_memb_synchronize_rcu();
+      KEEL_TSAN_GRACE_PERIOD_END();
+      grace_periods_.fetch_add(1, std::memory_order_relaxed);
+      in_reclaimer = true;
+      for (const Retired& r : batch) r.destroy(r.ptr);
+      in_reclaimer = false;
+      reclaimed_total_.fetch_add(batch.size(), std::memory_order_relaxed);
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        reclaimed_ += batch.size();
+      }
+      batch.clear();
+      done_cv_.notify_all();
+    }
+  }
+
+  std::mutex mu_;
+  std::condition_variable cv_;       // pending_ became non-empty
+  std::condition_variable done_cv_;  // reclaimed_ grew
+  std::vector<Retired> pending_;     // guarded by mu_
+  uint64_t retired_ = 0;             // guarded by mu_
+  uint64_t reclaimed_ = 0;           // guarded by mu_
+  bool thread_running_ = false;      // guarded by mu_
+  // Relaxed counters for Stats(); ordered with nothing.
+  std::atomic<uint64_t> retired_total_{0};
+  std::atomic<uint64_t> reclaimed_total_{0};
+  std::atomic<uint64_t> grace_periods_{0};
+};
+
+}  // namespace
+
+bool RcuReadEnterSlow() noexcept {
+  urcu_memb_register_thread();
+  if (rcu_thread_state == kRcuTornDown) {
+    // The thread is exiting and its registration object is gone: register for this section.
+    urcu_memb_read_lock();
+    return true;
+  }
+  rcu_thread_state = kRcuRegistered;
+  (void)&thread_registration;  // constructs the thread_local so its destructor unregisters
+  urcu_memb_read_lock();
+  return false;
+}
+
+void RcuReadExitTransient() noexcept {
+  urcu_memb_read_unlock();
+  KEEL_TSAN_READ_END();
+  urcu_memb_unregister_thread();
+}
+
+#if !KEEL_RCU_INLINE_READS
+void RcuLockRegistered() noexcept { urcu_memb_read_lock(); }
+void RcuUnlockRegistered() noexcept {
+  KEEL_TSAN_READ_END();
+  urcu_memb_read_unlock();
+}
+#endif
+
+bool RcuInReadSection() noexcept {
+  return rcu_thread_state != kRcuUnregistered && urcu_memb_read_ongoing();
+}
+
+void RcuRetire(void* ptr, void (*destroy)(void*)) noexcept {
+  Reclaimer::Get().Retire(ptr, destroy);
+}
+
+}  // namespace internal
+
+absl::Status RcuSynchronize(absl::Duration timeout) {
+  if (internal::in_reclaimer) {
+    return absl::FailedPreconditionError(
+        "RcuSynchronize called from a value's destructor on the reclaimer thread; it would "
+        "wait for itself");
+  }
+  if (internal::RcuInReadSection()) {
+    return absl::FailedPreconditionError(
+        "RcuSynchronize called while holding a read guard; the grace period would never end. "
+        "Release the guard (or pin the value) first");
+  }
+  if (!internal::Reclaimer::Get().WaitReclaimed(timeout)) {
+    return absl::DeadlineExceededError(
+        absl::StrCat("RcuSynchronize: retired values were not reclaimed within ",
+                     absl::FormatDuration(timeout), "; a thread may be holding a read guard"));
+  }
+  return absl::OkStatus();
+}
+
+RcuReclaimStats GetRcuReclaimStats() noexcept { return internal::Reclaimer::Get().Stats(); }
+
+}  // namespace keel
