@@ -172,23 +172,27 @@ class Reclaimer {
 
 }  // namespace
 
-bool RcuReadEnterSlow() noexcept {
-  urcu_memb_register_thread();
+// Read sections held by a thread whose registration was torn down (see RcuReadEnterSlow).
+thread_local int transient_depth = 0;
+
+void RcuReadEnterSlow() noexcept {
   if (rcu_thread_state == kRcuTornDown) {
-    // The thread is exiting and its registration object is gone: register for this section.
+    // The thread is exiting and keel's registration is gone (a read from a later
+    // thread_local destructor): register while it holds sections.
+    if (transient_depth++ == 0) urcu_memb_register_thread();
     urcu_memb_read_lock();
-    return true;
+    return;
   }
+  urcu_memb_register_thread();
   rcu_thread_state = kRcuRegistered;
   (void)&thread_registration;  // constructs the thread_local so its destructor unregisters
   urcu_memb_read_lock();
-  return false;
 }
 
-void RcuReadExitTransient() noexcept {
+void RcuReadExitSlow() noexcept {
   urcu_memb_read_unlock();
   KEEL_TSAN_READ_END();
-  urcu_memb_unregister_thread();
+  if (--transient_depth == 0) urcu_memb_unregister_thread();
 }
 
 #if !KEEL_RCU_INLINE_READS

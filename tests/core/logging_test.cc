@@ -10,6 +10,12 @@
 namespace keel {
 namespace {
 
+Span NamedSpan(std::string name) {
+  Span span;
+  span.name = std::move(name);
+  return span;
+}
+
 // Restores the test main's quiet defaults after a test that changes them.
 class LoggingTest : public testing::Test {
  protected:
@@ -28,13 +34,13 @@ TEST_F(LoggingTest, AnInstalledSinkReceivesKeelsLinesAtOrAboveTheLevel) {
   // A throwing telemetry listener makes keel log a warning.
   Telemetry telemetry;
   telemetry.Subscribe([](const Span&) { throw std::runtime_error("listener bug"); });
-  telemetry.Emit(Span{.name = "keel.test"});
+  telemetry.Emit(NamedSpan("keel.test"));
   ASSERT_EQ(lines.size(), 1u);
   EXPECT_EQ(lines[0].first, LogLevel::kWarn);
   EXPECT_NE(lines[0].second.find("listener bug"), std::string::npos);
 
   SetLogLevel(LogLevel::kError);
-  telemetry.Emit(Span{.name = "keel.test"});
+  telemetry.Emit(NamedSpan("keel.test"));
   EXPECT_EQ(lines.size(), 1u) << "a warning passed an error-level filter";
   EXPECT_EQ(GetLogLevel(), LogLevel::kError);
 }
@@ -44,7 +50,7 @@ TEST_F(LoggingTest, AThrowingSinkIsSwallowed) {
   SetLogLevel(LogLevel::kTrace);
   Telemetry telemetry;
   telemetry.Subscribe([](const Span&) { throw 1; });
-  telemetry.Emit(Span{.name = "x"});  // must not throw out of keel
+  telemetry.Emit(NamedSpan("x"));  // must not throw out of keel
   SUCCEED();
 }
 

@@ -162,5 +162,33 @@ TEST(RcuCellTest, ThreadsRegisterThemselvesAndExitCleanly) {
   ASSERT_TRUE(RcuSynchronize(absl::Seconds(30)).ok());
 }
 
+// A cell and a result slot for LateReader, which runs in a thread_local destructor.
+RcuCell<int>* late_cell = nullptr;
+std::atomic<int> late_sum{-1};
+
+struct LateReader {
+  ~LateReader() {
+    auto outer = late_cell->Read();
+    auto inner = late_cell->Read();  // nested, on a thread whose registration is gone
+    late_sum = *outer + *inner;
+  }
+};
+
+TEST(RcuCellTest, ReadsFromThreadLocalDestructorsAfterTeardownStillWork) {
+  RcuCell<int> cell(std::make_shared<const int>(21));
+  late_cell = &cell;
+  std::thread([&] {
+    // Constructed before the thread's first read, so destroyed after keel's registration.
+    thread_local LateReader late;
+    (void)&late;
+    EXPECT_EQ(*cell.Read(), 21);
+  }).join();
+  EXPECT_EQ(late_sum.load(), 42);
+  // The temporary registration was undone: a grace period does not wait for a dead thread.
+  cell.Emplace(1);
+  EXPECT_TRUE(RcuSynchronize(absl::Seconds(30)).ok());
+  late_cell = nullptr;
+}
+
 }  // namespace
 }  // namespace keel

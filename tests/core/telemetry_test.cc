@@ -10,6 +10,12 @@
 namespace keel {
 namespace {
 
+Span NamedSpan(std::string name) {
+  Span span;
+  span.name = std::move(name);
+  return span;
+}
+
 TEST(TelemetryTest, ListenersReceiveSpansWithTimesOutcomeAndAttributes) {
   ManualClock clock;
   Telemetry telemetry;
@@ -44,10 +50,10 @@ TEST(TelemetryTest, UnsubscribedListenersStopReceiving) {
   int a = 0, b = 0;
   auto id_a = telemetry.Subscribe([&](const Span&) { ++a; });
   telemetry.Subscribe([&](const Span&) { ++b; });
-  telemetry.Emit(Span{.name = "one"});
+  telemetry.Emit(NamedSpan("one"));
   telemetry.Unsubscribe(id_a);
   telemetry.Unsubscribe(9999);  // unknown ids are ignored
-  telemetry.Emit(Span{.name = "two"});
+  telemetry.Emit(NamedSpan("two"));
   EXPECT_EQ(a, 1);
   EXPECT_EQ(b, 2);
 }
@@ -57,7 +63,7 @@ TEST(TelemetryTest, AThrowingListenerIsCountedAndDoesNotStopOthers) {
   int after = 0;
   telemetry.Subscribe([](const Span&) { throw std::runtime_error("listener bug"); });
   telemetry.Subscribe([&](const Span&) { ++after; });
-  telemetry.Emit(Span{.name = "x"});
+  telemetry.Emit(NamedSpan("x"));
   EXPECT_EQ(after, 1);
   EXPECT_EQ(telemetry.ListenerExceptionsRelaxed(), 1u);
 }

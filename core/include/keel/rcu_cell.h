@@ -66,7 +66,7 @@ class RcuCell {
    public:
     ReadGuard(const ReadGuard&) = delete;
     ReadGuard& operator=(const ReadGuard&) = delete;
-    ~ReadGuard() { internal::RcuReadExit(transient_); }
+    ~ReadGuard() { internal::RcuReadExit(); }
 
     const T* get() const noexcept { return value_; }
     const T& operator*() const noexcept { return *value_; }
@@ -75,8 +75,8 @@ class RcuCell {
 
    private:
     friend class RcuCell;
-    explicit ReadGuard(const std::atomic<Node*>& node) noexcept
-        : transient_(internal::RcuReadEnter()) {
+    explicit ReadGuard(const std::atomic<Node*>& node) noexcept {
+      internal::RcuReadEnter();
       // acquire: pairs with the release exchange in Publish(); the node and the value it
       // points to were fully built before they were published.
       const Node* n = node.load(std::memory_order_acquire);
@@ -84,7 +84,6 @@ class RcuCell {
     }
 
     const T* value_;
-    bool transient_;
   };
 
   // An empty cell.
@@ -105,11 +104,11 @@ class RcuCell {
   // A shared_ptr to the current value (null when empty), for holds that outlast a read
   // section: across I/O, blocking calls, or a hand-off to another thread. Any thread.
   std::shared_ptr<const T> Pin() const noexcept {
-    const bool transient = internal::RcuReadEnter();
+    internal::RcuReadEnter();
     // acquire: pairs with the release exchange in Publish().
     const Node* n = node_.load(std::memory_order_acquire);
     std::shared_ptr<const T> pinned = n != nullptr ? n->value : nullptr;
-    internal::RcuReadExit(transient);
+    internal::RcuReadExit();
     return pinned;
   }
 

@@ -2,10 +2,12 @@
 // ticks) and a payload, with O(1) schedule and cancel and ordered expiry.
 //
 // keel's runtime keeps every timeout, lease, heartbeat and backoff of the process in one
-// wheel on its control thread. A balanced tree or a heap costs O(log n) per schedule and
-// per cancel, and most timers are cancelled before they fire (a reply arrives, a lease is
-// renewed); the wheel makes both O(1) and pays only when time moves. The wheel is unit-free:
-// it never reads a clock, the caller says what tick it is (the runtime uses 1 tick = 1 ms).
+// wheel on its control thread. Most timers are cancelled before they fire (a reply
+// arrives, a lease is renewed); a balanced tree costs O(log n) per schedule and per cancel,
+// and a heap cannot cancel without leaving tombstones behind. The wheel makes both O(1), and
+// expiry costs O(1) per timer plus a few re-placements on the way down its levels. The wheel is
+// unit-free: it never reads a clock, the caller says what tick it is (the runtime uses 1 tick = 1
+// ms).
 //
 //   keel::TimerWheel<std::string> wheel(/*now_tick=*/0);
 //   keel::TimerId id = wheel.Schedule(250, "retry");
@@ -28,8 +30,8 @@
 // A timer sits at the level of the highest 6-bit group in which its deadline differs from
 // the current tick, in the slot named by that group of its deadline. When time reaches the
 // start of a slot of level L >= 1, the slot's timers are re-placed ("cascaded") into lower
-// levels; level-0 slots hold timers of a single tick and fire. Deadlines 2^36 ticks or more
-// beyond the current block of 2^36 ticks wait in an overflow list, re-placed when time
+// levels; level-0 slots hold timers of a single tick and fire. Deadlines in a later aligned
+// block of 2^36 ticks than the current tick wait in an overflow list, re-placed when time
 // enters the block of the earliest of them. Deadlines at or before the current tick wait in
 // a "due" list and fire at the next `Advance`.
 //
@@ -37,20 +39,25 @@
 //
 // Lifetime: the wheel owns each payload until the timer fires (the payload is moved into the
 // `fire` callback) or is cancelled (the payload is destroyed inside `Cancel`). Destroying the
-// wheel destroys the payloads of the timers still pending. A `TimerId` names one timer; once
-// that timer has fired or been cancelled the id is stale and every method rejects it (until
-// the same slab entry has been reused 2^32 times, which the runtime never comes near).
+// wheel destroys the payloads of the timers still pending; those destructors must not use
+// the wheel. A `TimerId` names one timer; once that timer has fired or been cancelled the
+// id is stale and every method rejects it (until the same slab entry has been reused 2^32
+// times, which the runtime never comes near).
 //
 // Progress: no method blocks or allocates in steady state; `Schedule` allocates only when
-// the slab of nodes grows past its largest size so far, `Advance` only when one batch of
-// equal-deadline timers is larger than any before.
+// the slab of nodes grows past its largest size so far, `Advance` only when one batch (the
+// timers it fires at one tick) is larger than any before. Nothing throws but std::bad_alloc
+// on growth and what T's move constructor or a `fire` callback throws.
 //
-// Costs (bench/timer_wheel_bench.cc, g++ 12 -O2, one x86-64 core): with 2^20 pending timers
-// spread over 1 ms .. 1 day, schedule + cancel of one timer takes ~50 ns, against ~870 ns
-// for std::multimap and ~460 ns for a lazy-deletion std::priority_queue; schedule + expire
-// takes ~80 ns against ~700 ns and ~450 ns. `Advance` costs O(levels) per distinct
-// deadline or cascade point it crosses plus O(1) per fired timer; every timer is cascaded at
-// most 5 times in its life. Memory: one node (40 bytes + the payload) per pending timer.
+// Costs (bench/timer_wheel_bench.cc; g++ 12 -O2, 2.1 GHz x86-64, CPU time, medians): with
+// 2^20 timers pending over 1 ms .. 1 day, cancel + schedule costs ~65 ns, against ~900 ns
+// for std::multimap and ~70 ns for a lazy-deletion std::priority_queue (which defers the
+// cost of a cancel to expiry and compaction); with 2^10 timers, 14 ns against 80 and 38.
+// Expire + re-arm costs ~285 ns at 2^20 (multimap ~1300, heap ~290) and ~72 ns at 2^10
+// (77 and 70): every timer is re-placed ("cascaded") at most 5 times on its way to level 0,
+// each time a cache miss when the wheel is large. `Advance` costs O(levels) per distinct
+// deadline or cascade point it crosses, plus O(1) per timer fired or cascaded. Memory: one
+// node of 32 bytes plus std::optional<T> per timer, in a slab that never shrinks.
 #ifndef KEEL_TIMER_WHEEL_H_
 #define KEEL_TIMER_WHEEL_H_
 
@@ -77,48 +84,50 @@ inline constexpr TimerId kInvalidTimerId = 0;
 // absl::AnyInvocable). Not copyable, not movable: the wheel is a long-lived member.
 template <class T>
 class TimerWheel {
-  // Invariants, between public calls and whenever `fire` runs (`now_` is the current tick,
-  // "rotation of level L" is the block of 64^(L+1) ticks holding `now_`):
+  // Invariants, between public calls and whenever `fire` runs (`now_` is the current tick;
+  // the "rotation of level L" is the aligned block of 64^(L+1) ticks holding `now_`):
   //
   //  1. Every node of the slab is either free (list == kNoList, on the free chain, no
   //     payload) or pending (in exactly one list, named by its `list` field, with a payload).
   //     `size_` counts the pending nodes.
   //  2. Bit s of `occupied_[L]` is set iff the list of level L, slot s is non-empty.
-  //  3. A node in level L, slot s has a deadline inside the rotation of level L, and
+  //  3. A node in level L, slot s has its deadline inside the rotation of level L, and
   //     s == (deadline >> 6L) & 63 > (now_ >> 6L) & 63. So the slot starts strictly after
-  //     `now_` and no later than the deadline: now_ < SlotStart(L, s) <= deadline.
+  //     `now_`, no later than the deadline: now_ < SlotStart(L, s) <= deadline. For an
+  //     occupied slot, SlotStart(L, s) <= slot_min_ (of that slot) <= each of its deadlines.
   //  4. A node in the overflow list has (deadline >> 36) > (now_ >> 36), and
   //     overflow_min_ <= its deadline. overflow_min_ is kNever when the list is empty.
-  //  5. A node in the due list has deadline <= now_ and due_min_ <= its deadline. due_min_ is
-  //     kNever when the list is empty.
+  //  5. A node in the due list has deadline <= now_, and due_min_ <= its deadline. due_min_
+  //     is kNever when the list is empty.
   //  6. The firing list is empty outside `Advance`; inside it holds the batch being fired.
   //  7. `seq` grows with every `Schedule`, so it orders timers by schedule order.
   //
   // Why a node's slot is never behind `now_` (invariant 3):
   //  - `Schedule(d)` with d > now_: let b be the highest bit where d and now_ differ, and
   //    L = b / 6. Above bit 6L + 5 they agree, so d is in the rotation of level L; within
-  //    the 6-bit group of level L the first difference is bit b, where d has 1 and now_ has 0
-  //    (d > now_), so d's slot is greater than now_'s slot at that level.
-  //  - `now_` moves only inside `Advance`, either to t = NextWheelTick() (the smallest slot
-  //    start over all levels, or the overflow block start) or, at the end, to a tick `to`
-  //    smaller than that minimum. Take a node in level L, slot s, with start S >= t' (t' the
-  //    new now_). now_ <= t' <= S < end of the rotation, so t' is in the same rotation, and
-  //    its slot at level L is <= s, equal iff t' == S. The slots with S == t' are exactly
-  //    those `Advance` empties at t' before anything else runs: it cascades levels >= 1 and
-  //    fires level 0.
-  //  - A cascade at t of level L >= 1 re-places deadlines d in [t, t + 64^L) whose low 6L
-  //    bits of t are zero: d ^ t == d - t < 64^L, so d lands on a lower level, in a slot
-  //    strictly after t's slot by the `Schedule` argument, or, when d == t, in level 0 at
-  //    t's own slot, which `Advance` fires in the same step.
+  //    level L's 6-bit group the first difference is bit b, where d has 1 and now_ has 0
+  //    (d > now_), so d's slot at level L is greater than now_'s.
+  //  - `now_` moves only inside `Advance`: to t = NextWheelTick(), the smallest slot start
+  //    over all levels (or the overflow tick), or, at the end, to a `to` below that minimum.
+  //    Take a node in level L, slot s, whose start S is >= the new now_ t'. The old now_ is
+  //    <= t' <= S < the end of the rotation, so t' is in the same rotation, and t''s slot at
+  //    level L is <= s, equal iff t' == S. `Advance` empties every slot with S == t' before
+  //    anything else runs (cascading levels >= 1, moving level 0 to the firing list); only
+  //    between those two moments does invariant 3 not hold.
+  //  - A cascade at t (whose low 6L bits are zero) of a level-L slot re-places deadlines d
+  //    in [t, t + 64^L): d ^ t == d - t < 64^L, so d lands on a lower level, in a slot after
+  //    t's by the `Schedule` argument, or, when d == t, in level 0 at t's own slot, which
+  //    `Advance` moves to the firing list in the same step.
   //  - The overflow list is re-placed when now_ reaches the start of the block of
-  //    overflow_min_; every slot of levels 0..5 lies in now_'s block and starts earlier, so
-  //    the levels are empty then and the re-placed nodes obey invariant 3 by the `Schedule`
-  //    argument (d == t lands in level 0 at t's slot and fires in the same step).
+  //    overflow_min_. Every slot of the levels lies in the previous now_'s block and starts
+  //    earlier, so the levels are empty then, and the re-placed nodes obey invariant 3 by
+  //    the `Schedule` argument (d == t lands in level 0 at t's slot and fires in this step).
   //
-  // Consequences used below: the lowest non-empty level holds the earliest slot start (the
-  // slots of level L lie in the rotation of level L, which ends no later than the start of
-  // any occupied slot of level L + 1); a level-0 slot holds one deadline, its start; and the
-  // slot starts are lower bounds of the deadlines, so `Advance` visits deadlines in order.
+  // Consequences used below: the lowest non-empty level holds the earliest slot start and
+  // the earliest deadline (level L's slots lie in level L's rotation, which ends no later
+  // than the start of any occupied slot of level L + 1); a level-0 slot holds one deadline,
+  // its start; and slot starts are lower bounds of deadlines, so `Advance`, stepping from
+  // slot start to slot start, fires deadlines in order and none late.
  public:
   static constexpr int kLevels = 6;
   static constexpr int kSlotsPerLevel = 64;  // 6 bits per level
@@ -161,15 +170,16 @@ class TimerWheel {
   // Cancels a pending timer: returns true iff `id` names a timer that has neither fired nor
   // been cancelled, in which case it is removed and its payload destroyed before returning.
   // Stale, unknown and invalid ids return false. O(1). May be called from `fire`, including
-  // on a timer due in the batch being fired, which then does not fire. The payload's
-  // destructor must not call back into the wheel.
+  // on a timer due in the batch being fired, which then does not fire. The payload is
+  // destroyed once the timer is gone, so its destructor may use the wheel.
   bool Cancel(TimerId id) {
     uint32_t index;
     if (!Lookup(id, &index)) return false;
     Unlink(index);
+    [[maybe_unused]] T doomed(std::move(*nodes_[index].payload));
     nodes_[index].payload.reset();
     FreeNode(index);
-    return true;
+    return true;  // `doomed` is destroyed here
   }
 
   // True iff `id` names a pending timer (one that has neither fired nor been cancelled).
@@ -183,13 +193,19 @@ class TimerWheel {
   size_t size() const { return size_; }
   bool empty() const { return size_ == 0; }
 
-  // A tick at which the wheel next needs `Advance`: no later than the earliest pending
-  // deadline, possibly earlier (a cascade point, or a stale bound after a `Cancel`);
-  // nullopt when the wheel is empty. Below or at now() when a timer is due already
-  // (scheduled with a deadline in the past); otherwise after now(). O(levels).
+  // The earliest pending deadline, or nullopt when the wheel is empty. After a `Cancel` of
+  // the earliest timer it may return that timer's deadline (a lower bound, never a later
+  // tick) until `Advance` passes it. At or below now() when a timer is due already
+  // (scheduled with a deadline in the past); otherwise after now(). Cascade points are not
+  // reported: `Advance` handles them on the way. O(levels).
   std::optional<uint64_t> NextDeadline() const {
     if (lists_[kDueList].head != kNil) return due_min_;
-    return NextWheelTick();
+    for (int level = 0; level < kLevels; ++level) {
+      const uint64_t bits = occupied_[level];
+      if (bits != 0) return slot_min_[ListOf(level, std::countr_zero(bits))];
+    }
+    if (lists_[kOverflowList].head != kNil) return overflow_min_;
+    return std::nullopt;
   }
 
   // Moves time to `to` and calls `fire(TimerId, T&&)` for every timer with deadline <= to,
@@ -259,13 +275,15 @@ class TimerWheel {
   static constexpr uint16_t kNumLists = kSlotLists + 3;
   static constexpr uint16_t kNoList = std::numeric_limits<uint16_t>::max();  // free node
 
+  // The fields a cascade reads (deadline and links) come first, so that they share a cache
+  // line even in most nodes that straddle two.
   struct Node {
     uint64_t deadline = 0;
-    uint64_t seq = 0;
-    uint32_t generation = 1;  // never 0, so no id is 0
-    uint32_t prev = kNil;
     uint32_t next = kNil;  // also the free chain
+    uint32_t prev = kNil;
     uint16_t list = kNoList;
+    uint32_t generation = 1;  // never 0, so no id is 0
+    uint64_t seq = 0;
     std::optional<T> payload;
   };
 
@@ -388,15 +406,20 @@ class TimerWheel {
       return;
     }
     const int slot = SlotOf(deadline, level);
-    Append(ListOf(level, slot), index);
-    occupied_[level] |= uint64_t{1} << slot;
+    const uint16_t list = ListOf(level, slot);
+    const uint64_t bit = uint64_t{1} << slot;
+    Append(list, index);
+    slot_min_[list] =
+        (occupied_[level] & bit) != 0 ? std::min(slot_min_[list], deadline) : deadline;
+    occupied_[level] |= bit;
   }
 
   // The start of the block holding the earliest overflow deadline (a lower bound of it).
   uint64_t OverflowTick() const { return overflow_min_ & ~LowMask(kLevels * kBitsPerLevel); }
 
-  // The earliest slot start of the levels and overflow, ignoring the due list: a lower bound
-  // of every deadline in them, above now_. nullopt when they are all empty.
+  // Where `Advance` steps next: the earliest slot start of the levels, else the overflow
+  // tick, ignoring the due list. A lower bound of every deadline in them, above now_;
+  // nullopt when they are all empty.
   std::optional<uint64_t> NextWheelTick() const {
     for (int level = 0; level < kLevels; ++level) {
       const uint64_t bits = occupied_[level];
@@ -411,14 +434,26 @@ class TimerWheel {
     return std::nullopt;
   }
 
-  // Re-places every node of a list relative to now_.
+  // Re-places every node of a list relative to now_. The list is walked from both ends at
+  // once: a cascade of many timers is bound by the latency of following links to nodes
+  // out of cache, and two independent chains keep two such loads in flight. The order of
+  // re-placement does not matter, as batches are sorted before firing.
   void ReplaceList(uint16_t list) {
-    uint32_t index = lists_[list].head;
+    uint32_t front = lists_[list].head;
+    uint32_t back = lists_[list].tail;
     lists_[list] = ListHead{};
-    while (index != kNil) {
-      const uint32_t next = nodes_[index].next;
-      PlaceInWheel(index);
-      index = next;
+    while (front != kNil) {
+      if (front == back) {  // odd length: the middle node
+        PlaceInWheel(front);
+        return;
+      }
+      const uint32_t after_front = nodes_[front].next;
+      const uint32_t before_back = nodes_[back].prev;
+      PlaceInWheel(front);  // rewrites front's and back's links, read above
+      PlaceInWheel(back);
+      if (after_front == back) return;  // even length: the two walks met
+      front = after_front;
+      back = before_back;
     }
   }
 
@@ -501,6 +536,7 @@ class TimerWheel {
   uint32_t free_head_ = kNil;
   bool advancing_ = false;
   std::array<uint64_t, kLevels> occupied_{};
+  std::array<uint64_t, kSlotLists> slot_min_{};  // invariant 3: meaningful while occupied
   std::array<ListHead, kNumLists> lists_;
   std::vector<Node> nodes_;
   std::vector<uint32_t> batch_;  // reused by every batch, so steady state does not allocate

@@ -17,6 +17,16 @@
 #define _LGPL_SOURCE
 #define KEEL_DEFINED_LGPL_SOURCE_
 #endif
+// liburcu declares its thread-local reader state `thread_local` when compiled as C++, and
+// g++ then checks for a dynamic initializer (a weak TLS init function) on every access:
+// three extra loads and branches per read section. The variables are plain C `__thread`
+// variables inside liburcu, so keel declares them as such: same symbol, direct %fs access.
+// (If liburcu's headers were already included before this one, this has no effect.)
+#include <urcu/tls-compat.h>
+#if defined(URCU_TLS_STORAGE_CLASS) && defined(__GNUC__)
+#undef URCU_TLS_STORAGE_CLASS
+#define URCU_TLS_STORAGE_CLASS __thread
+#endif
 #include <urcu/urcu-memb.h>
 #ifdef KEEL_DEFINED_LGPL_SOURCE_
 #undef _LGPL_SOURCE
@@ -32,11 +42,13 @@ namespace keel::internal {
 enum : int { kRcuUnregistered = 0, kRcuRegistered = 1, kRcuTornDown = 2 };
 inline constinit thread_local int rcu_thread_state = kRcuUnregistered;
 
-// Slow path of RcuReadEnter: registers the thread (or, when torn down, registers it for this
-// section only) and enters the read section. Returns true when the section is transient.
-bool RcuReadEnterSlow() noexcept;
-// Leaves a transient section and unregisters the thread again.
-void RcuReadExitTransient() noexcept;
+// Slow path of RcuReadEnter: registers the thread for good (first read on the thread), or,
+// when keel's registration was already torn down (thread exit), registers it for as long as
+// it holds read sections; then enters the section.
+void RcuReadEnterSlow() noexcept;
+// Slow path of RcuReadExit (torn-down thread): leaves the section and unregisters the thread
+// once its outermost section ends.
+void RcuReadExitSlow() noexcept;
 
 #if KEEL_RCU_INLINE_READS
 inline void RcuLockRegistered() noexcept { urcu_memb_read_lock(); }
@@ -47,17 +59,21 @@ void RcuUnlockRegistered() noexcept;
 #endif
 
 // Enters a read-side critical section, registering the calling thread on first use.
-// Returns the value to pass to RcuReadExit. Wait-free after the first call on a thread.
-inline bool RcuReadEnter() noexcept {
-  if (__builtin_expect(rcu_thread_state != kRcuRegistered, 0)) return RcuReadEnterSlow();
+// Wait-free after the first call on a thread.
+inline void RcuReadEnter() noexcept {
+  if (__builtin_expect(rcu_thread_state != kRcuRegistered, 0)) {
+    RcuReadEnterSlow();
+    return;
+  }
   RcuLockRegistered();
-  return false;
 }
 
-// Leaves the section entered by the matching RcuReadEnter, on the same thread.
-inline void RcuReadExit(bool transient) noexcept {
-  if (__builtin_expect(transient, 0)) {
-    RcuReadExitTransient();
+// Leaves the section entered by the matching RcuReadEnter, on the same thread. The thread's
+// state cannot change from registered while it holds a section (registration is torn down
+// only by the thread's own exit), so the same test picks the same path as on entry.
+inline void RcuReadExit() noexcept {
+  if (__builtin_expect(rcu_thread_state != kRcuRegistered, 0)) {
+    RcuReadExitSlow();
     return;
   }
   RcuUnlockRegistered();
