@@ -38,7 +38,7 @@ def main(paths):
         groups.setdefault(group_key(b["name"]), []).append(b)
     out = []
     if context:
-        out.append("Machine: %s CPUs at %s MHz, build %s, %s" % (
+        out.append("Machine: %s CPUs at %s MHz, libbenchmark built as %s, %s" % (
             context.get("num_cpus"), context.get("mhz_per_cpu"),
             context.get("library_build_type"), context.get("date")))
         out.append("")

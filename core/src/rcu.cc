@@ -11,6 +11,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <mutex>
+#include <new>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -107,9 +108,15 @@ class Reclaimer {
   }
 
   // fork(): the child has no reclaimer thread; it starts a new one on its next retire.
+  // PrepareFork holds mu_ across the fork, so the queue and counters are consistent in the
+  // child. The condition variables, though, still count the parent's reclaimer thread as a
+  // waiter, and signalling them in the child would wait forever for a thread that does not
+  // exist there: the child gets fresh ones.
   void PrepareFork() { mu_.lock(); }
   void ParentAfterFork() { mu_.unlock(); }
   void ChildAfterFork() {
+    new (&cv_) std::condition_variable();
+    new (&done_cv_) std::condition_variable();
     thread_running_ = false;
     mu_.unlock();
   }

@@ -40,6 +40,16 @@ constexpr size_t kMaxTrustedSizeHintRatio = 64;
 // reject zlib (RFC 1950) and raw deflate streams.
 constexpr int kGzipWindowBits = 16 + MAX_WBITS;
 
+// Translates the return code of zlib's stream set-up (`function`) for a `role` stream.
+absl::Status ZlibInitStatus(int rc, const char* function, const char* role) {
+  if (rc == Z_OK) return absl::OkStatus();
+  if (rc == Z_MEM_ERROR) {
+    return absl::ResourceExhaustedError(absl::StrCat("out of memory allocating the gzip ", role));
+  }
+  return absl::InternalError(
+      absl::StrCat("zlib ", function, " failed with code ", rc, " (zlib ", zlibVersion(), ")"));
+}
+
 // Owns an inflate stream; inflateEnd runs on every path out of Gunzip.
 class InflateStream {
  public:
@@ -52,15 +62,8 @@ class InflateStream {
 
   absl::Status Init() {
     const int rc = inflateInit2(&stream_, kGzipWindowBits);
-    if (rc == Z_MEM_ERROR) {
-      return absl::ResourceExhaustedError("out of memory allocating the gzip decompressor");
-    }
-    if (rc != Z_OK) {
-      return absl::InternalError(
-          absl::StrCat("zlib inflateInit2 failed with code ", rc, " (zlib ", zlibVersion(), ")"));
-    }
-    initialized_ = true;
-    return absl::OkStatus();
+    initialized_ = rc == Z_OK;
+    return ZlibInitStatus(rc, "inflateInit2", "decompressor");
   }
 
   z_stream* get() { return &stream_; }
@@ -83,15 +86,8 @@ class DeflateStream {
   absl::Status Init(int level) {
     const int rc = deflateInit2(&stream_, level, Z_DEFLATED, kGzipWindowBits, /*memLevel=*/8,
                                 Z_DEFAULT_STRATEGY);
-    if (rc == Z_MEM_ERROR) {
-      return absl::ResourceExhaustedError("out of memory allocating the gzip compressor");
-    }
-    if (rc != Z_OK) {
-      return absl::InternalError(
-          absl::StrCat("zlib deflateInit2 failed with code ", rc, " (zlib ", zlibVersion(), ")"));
-    }
-    initialized_ = true;
-    return absl::OkStatus();
+    initialized_ = rc == Z_OK;
+    return ZlibInitStatus(rc, "deflateInit2", "compressor");
   }
 
   z_stream* get() { return &stream_; }

