@@ -67,9 +67,13 @@ void ManualClock::Unwatch(WatchId id) {
 
 void ManualClock::Advance(absl::Duration d) {
   if (d <= absl::ZeroDuration()) return;
-  const int64_t delta = absl::ToInt64Nanoseconds(d);
-  // release: the new time is visible to any thread that then reads Now() (acquire).
-  now_ns_.fetch_add(delta, std::memory_order_acq_rel);
+  // Saturating, so that Advance(InfiniteDuration()) cannot wrap the clock backwards; a CAS
+  // loop, so that concurrent advances add up. acq_rel: pairs with the acquire in Now().
+  int64_t current = now_ns_.load(std::memory_order_acquire);
+  int64_t next;
+  do {
+    next = AddDuration(Instant(std::chrono::nanoseconds(current)), d).time_since_epoch().count();
+  } while (!now_ns_.compare_exchange_weak(current, next, std::memory_order_acq_rel));
   NotifyWatchers();
 }
 

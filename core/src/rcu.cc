@@ -112,12 +112,25 @@ class Reclaimer {
   // child. The condition variables, though, still count the parent's reclaimer thread as a
   // waiter, and signalling them in the child would wait forever for a thread that does not
   // exist there: the child gets fresh ones.
-  void PrepareFork() { mu_.lock(); }
+  //
+  // A batch in flight (taken from the queue, waiting out its grace period or being destroyed)
+  // would vanish with the reclaimer thread, and liburcu's grace-period lock might go with it,
+  // so PrepareFork waits for the batch to finish first. Not when the forking thread holds a
+  // read section itself: the grace period would wait for it, so the fork would never happen.
+  // (The README says that a child of such a fork cannot use keel.)
+  void PrepareFork() {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (!RcuInReadSection()) {
+      done_cv_.wait(lock, [this] { return !batch_in_flight_; });
+    }
+    lock.release();  // mu_ stays locked across the fork
+  }
   void ParentAfterFork() { mu_.unlock(); }
   void ChildAfterFork() {
     new (&cv_) std::condition_variable();
     new (&done_cv_) std::condition_variable();
     thread_running_ = false;
+    batch_in_flight_ = false;
     mu_.unlock();
   }
 
@@ -145,6 +158,7 @@ class Reclaimer {
         std::unique_lock<std::mutex> lock(mu_);
         cv_.wait(lock, [&] { return !pending_.empty(); });
         batch.swap(pending_);
+        batch_in_flight_ = true;
       }
       // Every reader that could have loaded a pointer in `batch` entered its read section
       // before the pointer was unpublished; the grace period waits for all of them to leave.
@@ -158,6 +172,7 @@ class Reclaimer {
       {
         std::lock_guard<std::mutex> lock(mu_);
         reclaimed_ += batch.size();
+        batch_in_flight_ = false;
       }
       batch.clear();
       done_cv_.notify_all();
@@ -171,6 +186,7 @@ class Reclaimer {
   uint64_t retired_ = 0;             // guarded by mu_
   uint64_t reclaimed_ = 0;           // guarded by mu_
   bool thread_running_ = false;      // guarded by mu_
+  bool batch_in_flight_ = false;     // guarded by mu_: a batch is between swap and reclaimed
   // Relaxed counters for Stats(); ordered with nothing.
   std::atomic<uint64_t> retired_total_{0};
   std::atomic<uint64_t> reclaimed_total_{0};

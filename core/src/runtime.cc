@@ -40,10 +40,11 @@ constexpr int64_t kNanosPerTick = 1'000'000;  // the wheel ticks in milliseconds
 constexpr int kMaxPollMs = 1000;              // the loop re-checks at least once a second
 
 // Ticks never round a deadline down, so a timer never fires early.
+// Unsigned arithmetic: an infinite delay (INT64_MAX ns) rounds up without overflowing.
 uint64_t DeadlineTick(Instant t) {
   const int64_t ns = t.time_since_epoch().count();
   if (ns <= 0) return 0;
-  return static_cast<uint64_t>((ns + kNanosPerTick - 1) / kNanosPerTick);
+  return (static_cast<uint64_t>(ns) + (kNanosPerTick - 1)) / kNanosPerTick;
 }
 uint64_t NowTick(Instant t) {
   const int64_t ns = t.time_since_epoch().count();
@@ -51,7 +52,9 @@ uint64_t NowTick(Instant t) {
 }
 
 // The wheel's payload. Destroying an entry whose timer is still pending (the wheel torn down
-// at shutdown) marks the timer dropped and destroys its task.
+// at shutdown, or its insertion task dropped) marks the timer dropped; an entry whose timer
+// was cancelled but whose removal never ran (refused or dropped at shutdown) ends the same
+// way. Either way the task is destroyed here, on the control thread.
 struct TimerEntry {
   std::shared_ptr<TimerState> state;
 
@@ -62,11 +65,15 @@ struct TimerEntry {
     if (state == nullptr) return;
     int expected = TimerState::kPending;
     if (state->state.compare_exchange_strong(expected, TimerState::kDropped,
-                                             std::memory_order_acq_rel)) {
+                                             std::memory_order_acq_rel) ||
+        expected == TimerState::kCancelled) {
       state->task = nullptr;
     }
   }
 };
+
+// The runtime whose offload pool runs the current thread, if any.
+thread_local const void* current_pool_owner = nullptr;
 
 template <class F>
 bool RunGuarded(const char* what, const std::string& runtime_name, F&& f) noexcept {
@@ -96,8 +103,8 @@ class OffloadPool {
     absl::AnyInvocable<void()> on_drop;  // may be empty
   };
 
-  OffloadPool(int threads, size_t capacity, std::string name)
-      : capacity_(capacity), name_(std::move(name)) {
+  OffloadPool(int threads, size_t capacity, std::string name, const void* owner)
+      : capacity_(capacity), name_(std::move(name)), owner_(owner) {
     workers_.reserve(threads);
     for (int i = 0; i < threads; ++i) workers_.emplace_back([this, i] { Work(i); });
   }
@@ -142,6 +149,7 @@ class OffloadPool {
 
  private:
   void Work(int index) {
+    current_pool_owner = owner_;
     pthread_setname_np(pthread_self(), absl::StrCat(name_.substr(0, 10), "-off", index).c_str());
     for (;;) {
       Job job;
@@ -161,6 +169,7 @@ class OffloadPool {
 
   const size_t capacity_;
   const std::string name_;
+  const void* const owner_;  // the runtime, for InPoolThread
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<Job> queue_;  // guarded by mu_
@@ -184,7 +193,7 @@ class RuntimeImpl {
     watch_id_ = clock_->Watch([this] { Wake(); });
     pool_ = std::make_unique<OffloadPool>(options_.offload_threads,
                                           static_cast<size_t>(options_.offload_queue_capacity),
-                                          options_.name);
+                                          options_.name, this);
     thread_ = std::thread([this] { Loop(); });
     started_.WaitForNotification();
     return absl::OkStatus();
@@ -204,14 +213,15 @@ class RuntimeImpl {
   };
 
   absl::Status Post(absl::AnyInvocable<void()> task, PostKind kind) {
-    {
-      std::lock_guard<std::mutex> lock(queue_mu_);
-      if (kind == PostKind::kCompletion ? queue_finished_ : closed_) {
-        return absl::FailedPreconditionError(
-            absl::StrCat("runtime ", options_.name, " is shut down; the task was not run"));
-      }
-      queue_.push_back({std::move(task), kind != PostKind::kUser});
+    if (!task) return absl::InvalidArgumentError("the task is empty");
+    std::lock_guard<std::mutex> lock(queue_mu_);
+    if (kind == PostKind::kCompletion ? queue_finished_ : closed_) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("runtime ", options_.name, " is shut down; the task was not run"));
     }
+    queue_.push_back({std::move(task), kind != PostKind::kUser});
+    // Under the lock: once the task is queued it may run and let another thread destroy the
+    // runtime, which first takes this lock (Shutdown), so Wake never touches a freed runtime.
     Wake();
     return absl::OkStatus();
   }
@@ -223,6 +233,7 @@ class RuntimeImpl {
   }
 
   absl::StatusOr<TimerHandle> ScheduleAt(Instant deadline, absl::AnyInvocable<void()> task) {
+    if (!task) return absl::InvalidArgumentError("the timer's task is empty");
     auto state = std::make_shared<TimerState>();
     state->deadline = deadline;
     state->task = std::move(task);
@@ -296,6 +307,11 @@ class RuntimeImpl {
       return absl::FailedPreconditionError(
           "Shutdown must not be called on the runtime's own control thread");
     }
+    if (InPoolThread()) {
+      return absl::FailedPreconditionError(
+          "Shutdown must not be called from the runtime's own offload pool (it would wait for "
+          "itself)");
+    }
     std::lock_guard<std::mutex> shutdown_lock(shutdown_mu_);
     if (joined_) return absl::OkStatus();
     {
@@ -315,9 +331,14 @@ class RuntimeImpl {
     return absl::OkStatus();
   }
 
+  // The id is cleared when the loop ends: a later thread may reuse it.
   bool InControlThread() const noexcept {
     return control_thread_id_.load(std::memory_order_acquire) == std::this_thread::get_id();
   }
+
+  bool InPoolThread() const noexcept { return current_pool_owner == this; }
+
+  void NoteException() { callback_exceptions_.fetch_add(1, std::memory_order_relaxed); }
 
   LoopStats Stats() const {
     LoopStats s;
@@ -410,6 +431,7 @@ class RuntimeImpl {
 
   void Insert(TimerEntry entry) {
     TimerState& state = *entry.state;
+    if (wheel_ == nullptr) return;  // shutting down: the entry marks the timer dropped
     if (state.state.load(std::memory_order_acquire) != TimerState::kPending) {
       state.task = nullptr;  // cancelled before it reached the wheel
       return;
@@ -419,6 +441,10 @@ class RuntimeImpl {
   }
 
   void Remove(TimerState& state) {
+    if (wheel_ == nullptr) {  // being torn down at shutdown
+      state.task = nullptr;
+      return;
+    }
     if (state.wheel_id != kInvalidTimerId) wheel_->Cancel(state.wheel_id);
     state.wheel_id = kInvalidTimerId;
     state.task = nullptr;
@@ -478,9 +504,13 @@ class RuntimeImpl {
         break;
       }
     }
-    // 4. Pending timers are destroyed unrun (TimerEntry marks them dropped).
-    wheel_.reset();
+    // 4. Pending timers are destroyed unrun (TimerEntry marks them dropped). wheel_ is null
+    // first: a task's destructor that cancels another timer must not reach the wheel.
+    std::unique_ptr<TimerWheel<TimerEntry>> wheel = std::move(wheel_);
+    wheel.reset();
     timers_pending_.store(0, std::memory_order_relaxed);
+    // A later thread may get this thread's id.
+    control_thread_id_.store(std::thread::id(), std::memory_order_release);
   }
 
   const RuntimeOptions options_;
@@ -549,9 +579,11 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::Create(RuntimeOptions options)
 Runtime::Runtime(std::unique_ptr<internal::RuntimeImpl> impl) : impl_(std::move(impl)) {}
 
 Runtime::~Runtime() {
-  if (impl_->InControlThread()) {
-    internal::Log().critical("runtime {} destroyed on its own control thread; aborting",
-                             impl_->options().name);
+  if (impl_->InControlThread() || impl_->InPoolThread()) {
+    internal::Log().critical(
+        "runtime {} destroyed on its own control thread or offload pool; aborting (a thread "
+        "cannot join itself)",
+        impl_->options().name);
     std::abort();
   }
   (void)impl_->Shutdown(ShutdownMode::kRunPending);
@@ -574,11 +606,13 @@ absl::StatusOr<TimerHandle> Runtime::ScheduleAt(Instant deadline, absl::AnyInvoc
 bool Runtime::Cancel(const TimerHandle& timer) { return impl_->Cancel(timer.state_); }
 
 absl::Status Runtime::Offload(absl::AnyInvocable<void()> job) {
+  if (!job) return absl::InvalidArgumentError("the offload job is empty");
   return impl_->Offload(std::move(job), nullptr);
 }
 
 absl::Status Runtime::OffloadWithCompletion(absl::AnyInvocable<absl::Status()> job,
                                             absl::AnyInvocable<void(absl::Status)> done) {
+  if (!job || !done) return absl::InvalidArgumentError("the offload job or completion is empty");
   auto shared_done = std::make_shared<absl::AnyInvocable<void(absl::Status)>>(std::move(done));
   internal::RuntimeImpl* impl = impl_.get();
   auto deliver = [impl, shared_done](absl::Status status) {
@@ -588,14 +622,21 @@ absl::Status Runtime::OffloadWithCompletion(absl::AnyInvocable<absl::Status()> j
         internal::RuntimeImpl::PostKind::kCompletion);
   };
   return impl_->Offload(
-      [job = std::move(job), deliver]() mutable {
+      [job = std::move(job), deliver, impl]() mutable {
         absl::Status status;
+        bool threw = true;
         try {
           status = job();
+          threw = false;
         } catch (const std::exception& e) {
           status = absl::InternalError(absl::StrCat("offload job threw: ", e.what()));
         } catch (...) {
           status = absl::InternalError("offload job threw a non-exception");
+        }
+        if (threw) {
+          impl->NoteException();
+          internal::Log().error("runtime {}: {}", impl->options().name,
+                                std::string(status.message()));
         }
         deliver(std::move(status));
       },

@@ -2,6 +2,8 @@
 
 #include <atomic>
 #include <limits>
+#include <thread>
+#include <vector>
 
 #include "gtest/gtest.h"
 
@@ -25,6 +27,29 @@ TEST(ManualClockTest, NeverMovesBackwards) {
   EXPECT_EQ(clock.Now(), start);
   clock.Set(start + std::chrono::seconds(3));
   EXPECT_EQ(clock.Now(), start + std::chrono::seconds(3));
+}
+
+TEST(ManualClockTest, AdvancingByInfinitySaturatesInsteadOfWrapping) {
+  ManualClock clock;
+  const Instant start = clock.Now();
+  clock.Advance(absl::InfiniteDuration());
+  EXPECT_GT(clock.Now(), start);
+  const Instant far = clock.Now();
+  clock.Advance(absl::Seconds(1));
+  EXPECT_EQ(clock.Now(), far) << "a saturated clock must stay put, not wrap";
+}
+
+TEST(ManualClockTest, ConcurrentAdvancesAddUp) {
+  ManualClock clock;
+  const Instant start = clock.Now();
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < 1000; ++i) clock.Advance(absl::Milliseconds(1));
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(clock.Now() - start, std::chrono::seconds(4));
 }
 
 TEST(ManualClockTest, RealWaitIsZeroWhenDueAndUnknownOtherwise) {

@@ -6,7 +6,9 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <memory>
+#include <thread>
 
 #include "gtest/gtest.h"
 #include "keel/rcu_cell.h"
@@ -40,6 +42,43 @@ TEST(RcuForkTest, AChildCanPublishAndReclaimAfterFork) {
   cell.Emplace(3);
   EXPECT_TRUE(RcuSynchronize(absl::Seconds(20)).ok());
   EXPECT_EQ(*cell.Read(), 3);
+}
+
+// A value whose destructor takes a while, so that a fork can happen while the reclaimer is
+// in the middle of a batch. It spins on the steady clock (bounded, 300 ms).
+std::atomic<bool> slow_destructor_started{false};
+struct SlowToDestroy {
+  ~SlowToDestroy() {
+    slow_destructor_started = true;
+    const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(300);
+    while (std::chrono::steady_clock::now() < until) {
+    }
+  }
+};
+
+TEST(RcuForkTest, AForkDuringAReclaimerBatchWaitsForTheBatch) {
+  RcuCell<SlowToDestroy> slow;
+  slow.Emplace();
+  slow.Clear();  // the reclaimer will spend 300 ms destroying it
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (!slow_destructor_started && std::chrono::steady_clock::now() < give_up) {
+    std::this_thread::yield();
+  }
+  ASSERT_TRUE(slow_destructor_started) << "the reclaimer never started the batch";
+
+  const pid_t pid = fork();  // the batch is in flight now
+  ASSERT_NE(pid, -1);
+  if (pid == 0) {
+    RcuCell<int> cell;
+    for (int i = 0; i < 10; ++i) cell.Emplace(i);
+    // A batch lost in the fork would leave the reclaimed count short for ever.
+    _exit(RcuSynchronize(absl::Seconds(20)).ok() ? 0 : 11);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status)) << "child died abnormally, status " << status;
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "11: the child's grace period never completed";
+  EXPECT_TRUE(RcuSynchronize(absl::Seconds(20)).ok());
 }
 
 }  // namespace

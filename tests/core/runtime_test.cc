@@ -242,6 +242,7 @@ TEST(RuntimeTest, OffloadJobThatThrowsDeliversAnInternalError) {
   absl::Status status = future.get();
   EXPECT_EQ(status.code(), absl::StatusCode::kInternal);
   EXPECT_THAT(status.message(), HasSubstr("decode failed"));
+  EXPECT_EQ(runtime->Stats().callback_exceptions, 1u);
 }
 
 TEST(RuntimeTest, FullOffloadQueueIsResourceExhausted) {
@@ -402,6 +403,106 @@ TEST(RuntimeTest, CancelRacingWithFireRunsTheTaskAtMostOnce) {
   for (int i = 0; i < kTimers; ++i) {
     EXPECT_EQ(runs[i].load(), cancelled[i] ? 0 : 1) << "timer " << i;
   }
+}
+
+TEST(RuntimeTest, TheControlThreadIdIsForgottenAfterShutdown) {
+  // A thread created after Shutdown often gets the old control thread's id; it must not be
+  // mistaken for the control thread (which would refuse Shutdown and abort the destructor).
+  auto runtime = MakeRuntime();
+  ASSERT_TRUE(runtime->Shutdown().ok());
+  for (int i = 0; i < 20; ++i) {
+    std::thread([&] {
+      EXPECT_FALSE(runtime->InControlThread());
+      EXPECT_TRUE(runtime->Shutdown().ok());
+    }).join();
+  }
+  std::thread([&] { runtime.reset(); }).join();  // destroyed on a fresh thread: no abort
+  EXPECT_EQ(runtime, nullptr);
+}
+
+TEST(RuntimeTest, ShutdownFromAnOffloadJobIsRefused) {
+  auto runtime = MakeRuntime();
+  std::promise<absl::Status> status;
+  ASSERT_TRUE(runtime->Offload([&] { status.set_value(runtime->Shutdown()); }).ok());
+  auto future = status.get_future();
+  ASSERT_EQ(future.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  EXPECT_EQ(future.get().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+// Destroying it cancels another timer, as an RAII owner of a timer would.
+struct CancelsOnDestruction {
+  Runtime* runtime;
+  std::shared_ptr<TimerHandle> other;
+  ~CancelsOnDestruction() {
+    if (other) runtime->Cancel(*other);
+  }
+};
+
+TEST(RuntimeTest, ATaskWhoseDestructorCancelsAnotherTimerIsSafeAtShutdown) {
+  ManualClock clock;
+  auto runtime = MakeRuntime({.clock = &clock});
+  auto other = std::make_shared<TimerHandle>();
+  auto b = runtime->Schedule(absl::Hours(1), [] {});
+  ASSERT_TRUE(b.ok());
+  *other = *b;
+  auto owner = std::make_shared<CancelsOnDestruction>(CancelsOnDestruction{runtime.get(), other});
+  auto a = runtime->Schedule(absl::Hours(1), [owner] {});
+  ASSERT_TRUE(a.ok());
+  owner.reset();
+  ASSERT_TRUE(runtime->Sync().ok());
+  ASSERT_TRUE(runtime->Shutdown().ok());  // tears down the wheel holding both timers
+  EXPECT_FALSE(a->pending());
+  EXPECT_FALSE(other->pending());
+}
+
+TEST(RuntimeTest, ATimerCancelledAsShutdownDropsItsRemovalStillReleasesItsTask) {
+  auto runtime = MakeRuntime();
+  internal::Notification loop_gate;
+  internal::Notification loop_busy;
+  ASSERT_TRUE(runtime
+                  ->Post([&] {
+                    loop_busy.Notify();
+                    loop_gate.WaitForNotification();
+                  })
+                  .ok());
+  loop_busy.WaitForNotification();
+  auto token = std::make_shared<int>(1);
+  auto timer = runtime->Schedule(absl::Hours(1), [token] {});
+  ASSERT_TRUE(timer.ok());
+  EXPECT_TRUE(runtime->Cancel(*timer));  // its removal waits behind the gate, then is dropped
+  std::thread releaser([&] {
+    while (runtime->Post([] {}).ok()) std::this_thread::yield();
+    loop_gate.Notify();
+  });
+  ASSERT_TRUE(runtime->Shutdown(ShutdownMode::kDropPending).ok());
+  releaser.join();
+  EXPECT_EQ(token.use_count(), 1) << "the cancelled timer's task outlived the runtime's loop";
+}
+
+TEST(RuntimeTest, EmptyCallablesAreInvalidArguments) {
+  auto runtime = MakeRuntime();
+  EXPECT_EQ(runtime->Post(nullptr).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(runtime->Schedule(absl::Seconds(1), nullptr).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(runtime->Offload(nullptr).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(runtime->OffloadThen<int>(nullptr, [](absl::StatusOr<int>) {}).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(runtime->OffloadThen<int>([] { return 1; }, nullptr).code(),
+            absl::StatusCode::kInvalidArgument);
+  ASSERT_TRUE(runtime->Sync().ok()) << "the loop survived";
+}
+
+TEST(RuntimeTest, AnInfiniteDelayIsAcceptedAndNeverFires) {
+  ManualClock clock;
+  auto runtime = MakeRuntime({.clock = &clock});
+  std::atomic<bool> ran{false};
+  auto timer = runtime->Schedule(absl::InfiniteDuration(), [&] { ran = true; });
+  ASSERT_TRUE(timer.ok());
+  clock.Advance(absl::Hours(24 * 365 * 10));
+  ASSERT_TRUE(runtime->Sync().ok());
+  EXPECT_FALSE(ran.load());
+  EXPECT_TRUE(timer->pending());
+  EXPECT_TRUE(runtime->Cancel(*timer));
 }
 
 TEST(RuntimeTest, TelemetryIsReachableFromTheRuntime) {

@@ -13,8 +13,9 @@
 // initial level. keel's test main turns logging off unless that variable is set.
 //
 // Thread safety: all functions are thread-safe. The sink may be called from any keel thread
-// (control thread, offload pool, reclaimer) concurrently; it must not throw (what it
-// throws is swallowed) and should not block for long.
+// (control thread, offload pool, reclaimer), one line at a time; it must not throw (what it
+// throws is swallowed), should not block for long, and must not call SetLogSink (it would
+// wait for itself).
 #ifndef KEEL_LOGGING_H_
 #define KEEL_LOGGING_H_
 

@@ -113,12 +113,13 @@ class Runtime {
 
   Runtime(const Runtime&) = delete;
   Runtime& operator=(const Runtime&) = delete;
-  // Shutdown(kRunPending) if not done yet. Must not run on the control thread (it aborts
-  // with a message: a thread cannot join itself).
+  // Shutdown(kRunPending) if not done yet. Must not run on the control thread or the offload
+  // pool (it aborts with a message: a thread cannot join itself).
   ~Runtime();
 
   // Runs `task` on the control thread, after the tasks posted before it. FailedPrecondition
-  // (and `task` destroyed unrun) once Shutdown has begun.
+  // (and `task` destroyed unrun) once Shutdown has begun; InvalidArgument for an empty task
+  // (here and in Schedule, Offload and OffloadThen).
   absl::Status Post(absl::AnyInvocable<void()> task);
 
   // Runs `task` on the control thread once `after` (clamped to >= 0) has passed on the
@@ -149,7 +150,8 @@ class Runtime {
   absl::Status Sync(absl::Duration timeout = absl::InfiniteDuration());
 
   // Stops the runtime as described above and joins its threads. Idempotent; a second call
-  // returns at once. FailedPrecondition when called on the control thread.
+  // returns at once. FailedPrecondition when called on the control thread or from a job on
+  // the runtime's own offload pool (either would wait for itself).
   absl::Status Shutdown(ShutdownMode mode = ShutdownMode::kRunPending);
 
   // True on this runtime's control thread.
@@ -176,6 +178,7 @@ class Runtime {
 template <class R>
 absl::Status Runtime::OffloadThen(absl::AnyInvocable<R()> job,
                                   absl::AnyInvocable<void(absl::StatusOr<R>)> done) {
+  if (!job || !done) return absl::InvalidArgumentError("the offload job or completion is empty");
   // The result travels from the pool thread to the control thread in `slot`; the runtime's
   // queue hand-off orders the write before the read.
   auto slot = std::make_shared<std::optional<R>>();
