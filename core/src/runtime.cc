@@ -14,8 +14,10 @@
 #include <thread>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "keel/internal/sync.h"
+#include "keel/internal/transfers.h"
 #include "keel/timer_wheel.h"
 #include "log.h"
 
@@ -369,6 +371,45 @@ class RuntimeImpl {
     return s;
   }
 
+  // --- transfers: control thread only ---
+
+  absl::Status AddTransfer(CURL* easy, absl::AnyInvocable<void(TransferResult)> done) {
+    if (!InControlThread()) {
+      return absl::FailedPreconditionError("transfers are added on the control thread only");
+    }
+    if (stopping_loop_) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "runtime ", options_.name, " is shutting down; the transfer was not started"));
+    }
+    if (easy == nullptr || !done)
+      return absl::InvalidArgumentError("no easy handle or no callback");
+    if (transfers_.contains(easy)) {
+      return absl::InvalidArgumentError("this easy handle is already running on the runtime");
+    }
+    const CURLMcode rc = curl_multi_add_handle(multi_, easy);
+    if (rc != CURLM_OK) {
+      return absl::InternalError(
+          absl::StrCat("curl_multi_add_handle failed: ", curl_multi_strerror(rc)));
+    }
+    transfers_.emplace(easy, std::move(done));
+    return absl::OkStatus();
+  }
+
+  bool RemoveTransfer(CURL* easy) {
+    auto it = transfers_.find(easy);
+    if (it == transfers_.end()) return false;
+    auto done = std::move(it->second);
+    transfers_.erase(it);
+    curl_multi_remove_handle(multi_, easy);
+    TransferResult result;
+    result.curl_code = CURLE_ABORTED_BY_CALLBACK;
+    result.cancelled = true;
+    RunTransferDone(done, result);
+    return true;
+  }
+
+  size_t RunningTransfers() const { return transfers_.size(); }
+
   const RuntimeOptions& options() const { return options_; }
   Clock& clock() const { return *clock_; }
   Telemetry& telemetry() { return telemetry_; }
@@ -393,6 +434,7 @@ class RuntimeImpl {
       RunDueTimers();
       int running = 0;
       curl_multi_perform(multi_, &running);
+      CompleteTransfers();
       if (stop_requested_.load(std::memory_order_acquire)) break;
       curl_multi_poll(multi_, nullptr, 0, PollTimeoutMs(), nullptr);
     }
@@ -471,6 +513,30 @@ class RuntimeImpl {
     timers_pending_.store(wheel_->size(), std::memory_order_relaxed);
   }
 
+  // Delivers the transfers libcurl has finished.
+  void CompleteTransfers() {
+    int queued = 0;
+    while (CURLMsg* msg = curl_multi_info_read(multi_, &queued)) {
+      if (msg->msg != CURLMSG_DONE) continue;
+      CURL* easy = msg->easy_handle;
+      const CURLcode code = msg->data.result;
+      auto it = transfers_.find(easy);
+      if (it == transfers_.end()) continue;
+      auto done = std::move(it->second);
+      transfers_.erase(it);
+      curl_multi_remove_handle(multi_, easy);  // msg is invalid from here on
+      TransferResult result;
+      result.curl_code = static_cast<int>(code);
+      RunTransferDone(done, result);
+    }
+  }
+
+  void RunTransferDone(absl::AnyInvocable<void(TransferResult)>& done, TransferResult result) {
+    if (!RunGuarded("transfer completion", options_.name, [&] { done(result); })) {
+      NoteException();
+    }
+  }
+
   void RecordLag(std::chrono::nanoseconds lag) {
     const int64_t ns = std::max<int64_t>(lag.count(), 0);
     lag_samples_.fetch_add(1, std::memory_order_relaxed);
@@ -504,7 +570,9 @@ class RuntimeImpl {
         break;
       }
     }
-    // 4. Pending timers are destroyed unrun (TimerEntry marks them dropped). wheel_ is null
+    // 4. Transfers still running are removed; their owners learn it.
+    while (!transfers_.empty()) RemoveTransfer(transfers_.begin()->first);
+    // 5. Pending timers are destroyed unrun (TimerEntry marks them dropped). wheel_ is null
     // first: a task's destructor that cancels another timer must not reach the wheel.
     std::unique_ptr<TimerWheel<TimerEntry>> wheel = std::move(wheel_);
     wheel.reset();
@@ -537,6 +605,7 @@ class RuntimeImpl {
 
   // Control thread only.
   std::unique_ptr<TimerWheel<TimerEntry>> wheel_;
+  absl::flat_hash_map<CURL*, absl::AnyInvocable<void(TransferResult)>> transfers_;
   bool stopping_loop_ = false;
 
   // Relaxed counters for Stats(): written by the control thread, read anywhere.
@@ -552,6 +621,20 @@ class RuntimeImpl {
   std::atomic<int64_t> max_lag_ns_{0};
   std::array<std::atomic<uint64_t>, 64> lag_histogram_{};
 };
+
+RuntimeImpl& ImplOf(Runtime& runtime) { return *runtime.impl_; }
+
+absl::Status AddTransfer(Runtime& runtime, void* easy,
+                         absl::AnyInvocable<void(TransferResult)> done) {
+  return ImplOf(runtime).AddTransfer(static_cast<CURL*>(easy), std::move(done));
+}
+
+bool RemoveTransfer(Runtime& runtime, void* easy) {
+  RuntimeImpl& impl = ImplOf(runtime);
+  return impl.InControlThread() && impl.RemoveTransfer(static_cast<CURL*>(easy));
+}
+
+size_t RunningTransfers(Runtime& runtime) { return ImplOf(runtime).RunningTransfers(); }
 
 }  // namespace internal
 

@@ -67,9 +67,11 @@ enum class ShutdownMode {
   kDropPending,  // destroy them unrun (offload completions get CancelledError), then stop
 };
 
+class Runtime;
 namespace internal {
 struct TimerState;
 class RuntimeImpl;
+RuntimeImpl& ImplOf(Runtime& runtime);  // for keel's internal headers
 }  // namespace internal
 
 // A scheduled timer. Copyable; the default-constructed handle refers to nothing.
@@ -167,6 +169,7 @@ class Runtime {
 
  private:
   explicit Runtime(std::unique_ptr<internal::RuntimeImpl> impl);
+  friend internal::RuntimeImpl& internal::ImplOf(Runtime& runtime);
 
   // Type-erased OffloadThen: `job` returns OK or the error `done` must see.
   absl::Status OffloadWithCompletion(absl::AnyInvocable<absl::Status()> job,
