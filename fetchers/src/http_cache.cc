@@ -192,37 +192,40 @@ std::optional<absl::Time> MakeTime(int64_t year, int month, int day, int hour, i
                          absl::UTCTimeZone());
 }
 
-// IMF-fixdate: "Sun, 06 Nov 1994 08:49:37 GMT".
-std::optional<absl::Time> ParseImfFixdate(std::string_view s) {
+// The shape shared by IMF-fixdate ("Sun, 06 Nov 1994 08:49:37 GMT") and the obsolete
+// rfc850-date ("Sunday, 06-Nov-94 08:49:37 GMT"): day name, ", ", day, month and year
+// joined by `separator`, a space, the time of day, " GMT". The year as written.
+struct DayMonthYearForm {
+  const std::string_view (&day_names)[7];
+  std::string_view separator;
+  int year_digits;
+};
+
+std::optional<absl::Time> ParseDayMonthYearDate(std::string_view s, const DayMonthYearForm& form,
+                                                int (*full_year)(int written)) {
   size_t pos = 0;
-  if (!ReadName(s, &pos, kShortDayNames) || !ReadLiteral(s, &pos, ", ")) return std::nullopt;
+  if (!ReadName(s, &pos, form.day_names) || !ReadLiteral(s, &pos, ", ")) return std::nullopt;
   std::optional<int> day = ReadDigits(s, &pos, 2);
-  if (!day || !ReadLiteral(s, &pos, " ")) return std::nullopt;
+  if (!day || !ReadLiteral(s, &pos, form.separator)) return std::nullopt;
   std::optional<int> month = ReadName(s, &pos, kMonthNames);
-  if (!month || !ReadLiteral(s, &pos, " ")) return std::nullopt;
-  std::optional<int> year = ReadDigits(s, &pos, 4);
+  if (!month || !ReadLiteral(s, &pos, form.separator)) return std::nullopt;
+  std::optional<int> year = ReadDigits(s, &pos, form.year_digits);
   if (!year || !ReadLiteral(s, &pos, " ")) return std::nullopt;
   int hour, minute, second;
   if (!ReadTimeOfDay(s, &pos, &hour, &minute, &second)) return std::nullopt;
   if (!ReadLiteral(s, &pos, " GMT") || pos != s.size()) return std::nullopt;
-  return MakeTime(*year, *month + 1, *day, hour, minute, second);
+  return MakeTime(full_year(*year), *month + 1, *day, hour, minute, second);
 }
 
-// rfc850-date: "Sunday, 06-Nov-94 08:49:37 GMT".
+// IMF-fixdate: "Sun, 06 Nov 1994 08:49:37 GMT".
+std::optional<absl::Time> ParseImfFixdate(std::string_view s) {
+  return ParseDayMonthYearDate(s, {kShortDayNames, " ", 4}, [](int year) { return year; });
+}
+
+// rfc850-date: "Sunday, 06-Nov-94 08:49:37 GMT". Two-digit years: 70-99 are 19xx, 00-69 20xx.
 std::optional<absl::Time> ParseRfc850Date(std::string_view s) {
-  size_t pos = 0;
-  if (!ReadName(s, &pos, kLongDayNames) || !ReadLiteral(s, &pos, ", ")) return std::nullopt;
-  std::optional<int> day = ReadDigits(s, &pos, 2);
-  if (!day || !ReadLiteral(s, &pos, "-")) return std::nullopt;
-  std::optional<int> month = ReadName(s, &pos, kMonthNames);
-  if (!month || !ReadLiteral(s, &pos, "-")) return std::nullopt;
-  std::optional<int> year = ReadDigits(s, &pos, 2);
-  if (!year || !ReadLiteral(s, &pos, " ")) return std::nullopt;
-  int hour, minute, second;
-  if (!ReadTimeOfDay(s, &pos, &hour, &minute, &second)) return std::nullopt;
-  if (!ReadLiteral(s, &pos, " GMT") || pos != s.size()) return std::nullopt;
-  const int full_year = *year >= 70 ? 1900 + *year : 2000 + *year;
-  return MakeTime(full_year, *month + 1, *day, hour, minute, second);
+  return ParseDayMonthYearDate(s, {kLongDayNames, "-", 2},
+                               [](int year) { return year >= 70 ? 1900 + year : 2000 + year; });
 }
 
 // asctime-date: "Sun Nov  6 08:49:37 1994" (the day is two digits or a space and a digit).

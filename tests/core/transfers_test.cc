@@ -132,40 +132,43 @@ TEST(TransfersTest, AHangingTransferDoesNotBlockTimersAndLibcurlTimeoutsFire) {
   EXPECT_FALSE(result.cancelled);
 }
 
+// Counts completions of one transfer and remembers whether the last was a cancellation.
+struct Completions {
+  std::atomic<int> calls{0};
+  std::atomic<bool> cancelled{false};
+
+  absl::Status Start(Runtime& runtime, Easy& easy) {
+    return OnLoop(runtime, [&] {
+      return internal::AddTransfer(runtime, easy.handle, [this](TransferResult r) {
+        ++calls;
+        cancelled = r.cancelled;
+      });
+    });
+  }
+};
+
 TEST(TransfersTest, RemoveTransferCancelsItAtOnce) {
   SilentServer server;
   auto runtime = MakeRuntime();
   Easy easy(server.url());
-  std::atomic<int> calls{0};
-  std::atomic<bool> cancelled{false};
-  ASSERT_TRUE(OnLoop(*runtime, [&] {
-                return internal::AddTransfer(*runtime, easy.handle, [&](TransferResult r) {
-                  ++calls;
-                  cancelled = r.cancelled;
-                });
-              }).ok());
+  Completions done;
+  ASSERT_TRUE(done.Start(*runtime, easy).ok());
   EXPECT_TRUE(OnLoop(*runtime, [&] { return internal::RemoveTransfer(*runtime, easy.handle); }));
-  EXPECT_EQ(calls.load(), 1);
-  EXPECT_TRUE(cancelled.load());
+  EXPECT_EQ(done.calls.load(), 1);
+  EXPECT_TRUE(done.cancelled.load());
   EXPECT_FALSE(OnLoop(*runtime, [&] { return internal::RemoveTransfer(*runtime, easy.handle); }));
-  EXPECT_EQ(calls.load(), 1) << "done must run exactly once";
+  EXPECT_EQ(done.calls.load(), 1) << "done must run exactly once";
 }
 
 TEST(TransfersTest, ShutdownCancelsRunningTransfersVisibly) {
   SilentServer server;
   auto runtime = MakeRuntime();
   Easy easy(server.url());
-  std::atomic<int> calls{0};
-  std::atomic<bool> cancelled{false};
-  ASSERT_TRUE(OnLoop(*runtime, [&] {
-                return internal::AddTransfer(*runtime, easy.handle, [&](TransferResult r) {
-                  ++calls;
-                  cancelled = r.cancelled;
-                });
-              }).ok());
+  Completions done;
+  ASSERT_TRUE(done.Start(*runtime, easy).ok());
   ASSERT_TRUE(runtime->Shutdown().ok());
-  EXPECT_EQ(calls.load(), 1);
-  EXPECT_TRUE(cancelled.load());
+  EXPECT_EQ(done.calls.load(), 1);
+  EXPECT_TRUE(done.cancelled.load());
 }
 
 TEST(TransfersTest, TransfersAreAddedOnTheControlThreadOnly) {
