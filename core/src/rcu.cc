@@ -78,7 +78,6 @@ class Reclaimer {
     std::unique_lock<std::mutex> lock(mu_);
     pending_.push_back({ptr, destroy});
     ++retired_;
-    retired_total_.fetch_add(1, std::memory_order_relaxed);
     EnsureThreadLocked();
     lock.unlock();
     cv_.notify_one();
@@ -99,11 +98,12 @@ class Reclaimer {
     return done_cv_.wait_for(lock, absl::ToChronoNanoseconds(timeout), done);
   }
 
-  RcuReclaimStats Stats() const {
+  RcuReclaimStats Stats() {
     RcuReclaimStats stats;
-    stats.retired = retired_total_.load(std::memory_order_relaxed);
-    stats.reclaimed = reclaimed_total_.load(std::memory_order_relaxed);
-    stats.grace_periods = grace_periods_.load(std::memory_order_relaxed);
+    std::lock_guard<std::mutex> lock(mu_);
+    stats.retired = retired_;
+    stats.reclaimed = reclaimed_;
+    stats.grace_periods = grace_periods_;
     return stats;
   }
 
@@ -164,14 +164,13 @@ class Reclaimer {
       // before the pointer was unpublished; the grace period waits for all of them to leave.
       urcu_memb_synchronize_rcu();
       KEEL_TSAN_GRACE_PERIOD_END();
-      grace_periods_.fetch_add(1, std::memory_order_relaxed);
       in_reclaimer = true;
       for (const Retired& r : batch) r.destroy(r.ptr);
       in_reclaimer = false;
-      reclaimed_total_.fetch_add(batch.size(), std::memory_order_relaxed);
       {
         std::lock_guard<std::mutex> lock(mu_);
         reclaimed_ += batch.size();
+        ++grace_periods_;
         batch_in_flight_ = false;
       }
       batch.clear();
@@ -185,12 +184,9 @@ class Reclaimer {
   std::vector<Retired> pending_;     // guarded by mu_
   uint64_t retired_ = 0;             // guarded by mu_
   uint64_t reclaimed_ = 0;           // guarded by mu_
+  uint64_t grace_periods_ = 0;       // guarded by mu_
   bool thread_running_ = false;      // guarded by mu_
   bool batch_in_flight_ = false;     // guarded by mu_: a batch is between swap and reclaimed
-  // Relaxed counters for Stats(); ordered with nothing.
-  std::atomic<uint64_t> retired_total_{0};
-  std::atomic<uint64_t> reclaimed_total_{0};
-  std::atomic<uint64_t> grace_periods_{0};
 };
 
 }  // namespace

@@ -319,7 +319,6 @@ class RuntimeImpl {
     {
       std::lock_guard<std::mutex> lock(queue_mu_);
       closed_ = true;
-      run_pending_at_stop_ = mode == ShutdownMode::kRunPending;
     }
     // release: pairs with the acquire in DrainQueue; tasks not yet started are then dropped.
     drop_pending_.store(mode == ShutdownMode::kDropPending, std::memory_order_release);
@@ -430,7 +429,7 @@ class RuntimeImpl {
       iterations_.fetch_add(1, std::memory_order_relaxed);
       wake_pending_.store(false);  // seq_cst: see Wake()
       if (stop_requested_.load(std::memory_order_acquire)) break;
-      DrainQueue(/*run_all=*/true);
+      DrainQueue();
       RunDueTimers();
       int running = 0;
       curl_multi_perform(multi_, &running);
@@ -453,14 +452,14 @@ class RuntimeImpl {
   }
 
   // Runs (or, when dropping at shutdown, destroys) the tasks queued so far.
-  void DrainQueue(bool run_all) {
+  void DrainQueue() {
     std::deque<Posted> batch;
     {
       std::lock_guard<std::mutex> lock(queue_mu_);
       batch.swap(queue_);
     }
     for (Posted& p : batch) {
-      const bool dropping = !run_all || drop_pending_.load(std::memory_order_acquire);
+      const bool dropping = drop_pending_.load(std::memory_order_acquire);
       if (!dropping || p.always_run) {
         if (!RunGuarded("task", options_.name, p.task)) {
           callback_exceptions_.fetch_add(1, std::memory_order_relaxed);
@@ -552,18 +551,14 @@ class RuntimeImpl {
 
   void FinishShutdown() {
     stopping_loop_ = true;
-    bool run_pending;
-    {
-      std::lock_guard<std::mutex> lock(queue_mu_);
-      run_pending = run_pending_at_stop_;
-    }
-    // 1. Tasks posted before Shutdown (closed_ keeps new ones out).
-    DrainQueue(run_pending);
+    // 1. Tasks posted before Shutdown (closed_ keeps new ones out); drop_pending_ says
+    // whether they run.
+    DrainQueue();
     // 2. The pool finishes (Shutdown closed it); completions land in our queue, always_run.
     pool_->Join();
     // 3. Those completions (and anything internal) run; then the queue closes for good.
     for (;;) {
-      DrainQueue(run_pending);
+      DrainQueue();
       std::lock_guard<std::mutex> lock(queue_mu_);
       if (queue_.empty()) {
         queue_finished_ = true;
@@ -592,10 +587,9 @@ class RuntimeImpl {
   std::atomic<std::thread::id> control_thread_id_{};
 
   std::mutex queue_mu_;
-  std::deque<Posted> queue_;         // guarded by queue_mu_
-  bool closed_ = false;              // guarded by queue_mu_: no new user work
-  bool queue_finished_ = false;      // guarded by queue_mu_: nothing at all
-  bool run_pending_at_stop_ = true;  // guarded by queue_mu_
+  std::deque<Posted> queue_;     // guarded by queue_mu_
+  bool closed_ = false;          // guarded by queue_mu_: no new user work
+  bool queue_finished_ = false;  // guarded by queue_mu_: nothing at all
   std::atomic<bool> wake_pending_{false};
   std::atomic<bool> stop_requested_{false};
   std::atomic<bool> drop_pending_{false};

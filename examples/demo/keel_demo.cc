@@ -90,12 +90,11 @@ int main(int argc, char** argv) {
     if (!handle.ok()) return 1;
     if (cancel) to_cancel.emplace_back(i, *handle);
   }
-  int cancelled = 0;
   std::vector<int> cancelled_ids;
   for (const auto& [i, h] : to_cancel) {
     if (runtime.Cancel(h)) cancelled_ids.push_back(i);
   }
-  cancelled = static_cast<int>(cancelled_ids.size());
+  const int cancelled = static_cast<int>(cancelled_ids.size());
   while (fired.load() + cancelled < kTimers &&
          std::chrono::steady_clock::now() - timers_start < std::chrono::seconds(10)) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));

@@ -40,6 +40,19 @@ class Log {
   std::vector<std::string> entries_ ABSL_GUARDED_BY(mu_);
 };
 
+// Blocks the control thread on `gate` and returns once it is blocked, so that what is posted
+// next stays queued.
+void BlockUntil(Runtime& runtime, internal::Notification& gate) {
+  internal::Notification blocked;
+  ASSERT_TRUE(runtime
+                  .Post([&] {
+                    blocked.Notify();
+                    gate.WaitForNotification();
+                  })
+                  .ok());
+  blocked.WaitForNotification();
+}
+
 TEST(RuntimeTest, RejectsInvalidOptionsWithClearErrors) {
   auto bad_threads = Runtime::Create({.offload_threads = 0});
   EXPECT_EQ(bad_threads.status().code(), absl::StatusCode::kInvalidArgument);
@@ -309,14 +322,7 @@ TEST(RuntimeTest, ShutdownDropPendingDestroysTasksAndCancelsJobsVisibly) {
   busy.WaitForNotification();
   // Block the control thread too, so that posted tasks are still queued at Shutdown.
   internal::Notification loop_gate;
-  internal::Notification loop_busy;
-  ASSERT_TRUE(runtime
-                  ->Post([&] {
-                    loop_busy.Notify();
-                    loop_gate.WaitForNotification();
-                  })
-                  .ok());
-  loop_busy.WaitForNotification();
+  BlockUntil(*runtime, loop_gate);
 
   std::atomic<int> ran{0};
   auto token = std::make_shared<int>(1);
@@ -458,14 +464,7 @@ TEST(RuntimeTest, ATaskWhoseDestructorCancelsAnotherTimerIsSafeAtShutdown) {
 TEST(RuntimeTest, ATimerCancelledAsShutdownDropsItsRemovalStillReleasesItsTask) {
   auto runtime = MakeRuntime();
   internal::Notification loop_gate;
-  internal::Notification loop_busy;
-  ASSERT_TRUE(runtime
-                  ->Post([&] {
-                    loop_busy.Notify();
-                    loop_gate.WaitForNotification();
-                  })
-                  .ok());
-  loop_busy.WaitForNotification();
+  BlockUntil(*runtime, loop_gate);
   auto token = std::make_shared<int>(1);
   auto timer = runtime->Schedule(absl::Hours(1), [token] {});
   ASSERT_TRUE(timer.ok());
