@@ -10,6 +10,8 @@ packages=(
   liburcu-dev libcurl4-openssl-dev zlib1g-dev libabsl-dev libspdlog-dev
   # tests, benchmarks and their peers
   googletest libgtest-dev libgmock-dev libbenchmark-dev libtbb-dev libcuckoo-dev
+  # real servers the integration tests start on 127.0.0.1, and the TLS test's certificates
+  nginx-light openssl
 )
 
 missing=()
@@ -27,5 +29,18 @@ fi
 echo "install-deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update -qq
-$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# Server packages (nginx) start a system-wide daemon on every interface when installed; keel's
+# tests start their own on 127.0.0.1, so forbid service starts during the install (exit 101
+# is policy-rc.d's "action forbidden"), unless the machine already has a policy.
+policy=/usr/sbin/policy-rc.d
+added_policy=0
+if [[ ! -e $policy ]]; then
+  printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
+  $sudo chmod 755 "$policy"
+  added_policy=1
+fi
+status=0
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || status=$?
+[[ $added_policy -eq 1 ]] && $sudo rm -f "$policy"
+[[ $status -eq 0 ]] || { echo "install-deps: apt-get install failed ($status)" >&2; exit "$status"; }
 echo "install-deps: done"

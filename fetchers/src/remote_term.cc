@@ -1,0 +1,760 @@
+// The type-independent part of RemoteTerm<T>: the update pipeline, the schedule, the status,
+// listeners and the last-known-good copy.
+//
+// Ownership of state (DESIGN.md, "one owner per piece of state"):
+//   - the pipeline and schedule members (in_flight_, waiters, timer_, published_, rng_, ...)
+//     are touched only on the runtime's control thread;
+//   - status_ is written on the control thread and read anywhere, under status_mu_;
+//   - listeners_ is changed anywhere under listeners_mu_;
+//   - stopped_ is set under publish_mu_, which the control thread holds while it publishes and
+//     calls listeners, so that after Stop() returns nothing is published or reported.
+// An update is one pass through: StartFetch → OnFetched → (offload: Process) → OnProcessed →
+// Finish. attempt_ numbers the passes; a callback from an older pass (possible only after
+// Stop) is ignored.
+#include "keel/remote_term.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <map>
+#include <memory>
+#include <optional>
+#include <random>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "content_hash.h"
+#include "keel/fetchers/gzip.h"
+#include "keel/internal/sync.h"
+#include "keel/telemetry.h"
+#include "last_known_good.h"
+#include "log.h"
+
+namespace keel {
+
+std::string_view TermStateName(TermState state) noexcept {
+  switch (state) {
+    case TermState::kInitializing:
+      return "initializing";
+    case TermState::kFresh:
+      return "fresh";
+    case TermState::kStale:
+      return "stale";
+    case TermState::kFailed:
+      return "failed";
+  }
+  return "unknown";
+}
+
+namespace internal {
+namespace {
+
+// One caller waiting for an outcome: RefreshNow, or a blocking Start.
+struct Waiter {
+  Notification done;
+  absl::Status status;  // written before done.Notify(); read after the wait returns
+};
+
+// What the offload pool made of fetched (or saved) bytes.
+struct Processed {
+  absl::Status status;
+  bool unchanged = false;  // the inflated bytes hash to the published value's hash
+  std::shared_ptr<const void> value;
+  uint64_t hash = 0;
+  uint64_t decoded_bytes = 0;
+};
+
+std::string DurationText(absl::Duration d) { return absl::FormatDuration(d); }
+
+absl::Status CheckOptions(const TermCoreOptions& o) {
+  auto invalid = [&o](std::string message) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("remote term '", o.name, "': ", std::move(message)));
+  };
+  if (o.name.empty()) return absl::InvalidArgumentError("remote term: name must not be empty");
+  if (o.fetcher == nullptr) return invalid("fetcher is required");
+  if (!o.decode) return invalid("decode is required");
+  if (o.refresh <= absl::ZeroDuration() || o.refresh == absl::InfiniteDuration()) {
+    return invalid(absl::StrCat("refresh must be > 0 and finite, got ", DurationText(o.refresh)));
+  }
+  if (o.min_refresh < absl::ZeroDuration() || o.min_refresh > o.refresh) {
+    return invalid(absl::StrCat("min_refresh must be in [0, refresh = ", DurationText(o.refresh),
+                                "], got ", DurationText(o.min_refresh)));
+  }
+  if (o.max_refresh < o.refresh) {
+    return invalid(absl::StrCat("max_refresh must be >= refresh = ", DurationText(o.refresh),
+                                ", got ", DurationText(o.max_refresh)));
+  }
+  if (!(o.jitter >= 0.0 && o.jitter < 1.0)) {
+    return invalid(absl::StrCat("jitter must be in [0, 1), got ", o.jitter));
+  }
+  if (o.backoff_initial <= absl::ZeroDuration() || o.backoff_initial == absl::InfiniteDuration()) {
+    return invalid(absl::StrCat("backoff_initial must be > 0 and finite, got ",
+                                DurationText(o.backoff_initial)));
+  }
+  if (o.backoff_max < o.backoff_initial || o.backoff_max == absl::InfiniteDuration()) {
+    return invalid(absl::StrCat(
+        "backoff_max must be finite and >= backoff_initial = ", DurationText(o.backoff_initial),
+        ", got ", DurationText(o.backoff_max)));
+  }
+  if (o.startup_timeout <= absl::ZeroDuration()) {
+    return invalid(
+        absl::StrCat("startup_timeout must be > 0, got ", DurationText(o.startup_timeout)));
+  }
+  if (o.max_fetched_bytes == 0) return invalid("max_fetched_bytes must be > 0");
+  if (o.max_decoded_bytes == 0) return invalid("max_decoded_bytes must be > 0");
+  absl::Status fetcher = o.fetcher->Validate();
+  if (!fetcher.ok()) {
+    return absl::Status(fetcher.code(),
+                        absl::StrCat("remote term '", o.name, "': ", fetcher.message()));
+  }
+  return absl::OkStatus();
+}
+
+// Inflates, hashes, decodes and validates `body`. Runs on the offload pool; `decode` is
+// called by one job at a time (the pipeline runs one update at a time).
+Processed ProcessBytes(
+    const std::string& body, const TermCoreOptions& options, std::optional<uint64_t> published_hash,
+    absl::AnyInvocable<absl::StatusOr<std::shared_ptr<const void>>(std::string_view)>& decode) {
+  Processed out;
+  if (body.size() > options.max_fetched_bytes) {
+    out.status = absl::ResourceExhaustedError(absl::StrCat(
+        "fetched ", body.size(), " bytes, over the cap of ", options.max_fetched_bytes));
+    return out;
+  }
+  std::string inflated_storage;
+  std::string_view bytes = body;
+  if (fetchers::LooksGzipped(body)) {
+    fetchers::GunzipLimits limits;
+    limits.max_compressed_bytes = static_cast<size_t>(options.max_fetched_bytes);
+    limits.max_decompressed_bytes = static_cast<size_t>(options.max_decoded_bytes);
+    absl::StatusOr<std::string> inflated = fetchers::Gunzip(body, limits);
+    if (!inflated.ok()) {
+      out.status = inflated.status();
+      return out;
+    }
+    inflated_storage = *std::move(inflated);
+    bytes = inflated_storage;
+  } else if (body.size() > options.max_decoded_bytes) {
+    out.status = absl::ResourceExhaustedError(absl::StrCat(
+        "the value is ", body.size(), " bytes, over the cap of ", options.max_decoded_bytes));
+    return out;
+  }
+  out.decoded_bytes = bytes.size();
+  out.hash = fetchers::internal::ContentHash(bytes);
+  if (published_hash.has_value() && *published_hash == out.hash) {
+    out.unchanged = true;
+    return out;
+  }
+  absl::StatusOr<std::shared_ptr<const void>> value;
+  try {
+    value = decode(bytes);
+  } catch (const std::exception& e) {
+    value = absl::InternalError(absl::StrCat("decode or validate threw: ", e.what()));
+  } catch (...) {
+    value = absl::InternalError("decode or validate threw a non-standard exception");
+  }
+  if (!value.ok()) {
+    out.status = value.status();
+    return out;
+  }
+  if (*value == nullptr) {
+    out.status = absl::InternalError("decode returned no value");
+    return out;
+  }
+  out.value = *std::move(value);
+  return out;
+}
+
+}  // namespace
+
+class TermCore : public std::enable_shared_from_this<TermCore> {
+ public:
+  TermCore(Runtime& runtime, TermCoreOptions options)
+      : runtime_(runtime),
+        options_(std::move(options)),
+        source_(options_.fetcher->Describe()),
+        rng_(std::random_device{}()) {
+    status_.name = options_.name;
+    status_.source = source_;
+  }
+
+  // --- any thread ---
+
+  // Queues the first fetch; `startup` (may be null) is told the first attempt's outcome.
+  absl::Status Begin(std::shared_ptr<Waiter> startup) {
+    return runtime_.Post([self = shared_from_this(), startup = std::move(startup)]() mutable {
+      self->startup_waiter_ = std::move(startup);
+      self->RequestFetch(nullptr);
+    });
+  }
+
+  void Stop() {
+    {
+      MutexLock lock(&publish_mu_);
+      // Relaxed store under the lock: readers of stopped_ that must not publish after Stop
+      // read it under the same lock; the others (early exits) may see it late, harmlessly.
+      stopped_.store(true, std::memory_order_relaxed);
+    }
+    if (runtime_.InControlThread()) {
+      CancelWork();
+      return;
+    }
+    // The timer and the fetch are the control thread's to cancel. If the runtime no longer
+    // takes tasks, it has dropped its timers and cancelled its transfers already.
+    (void)runtime_.Post([self = shared_from_this()] { self->CancelWork(); });
+  }
+
+  void Refresh() {
+    (void)runtime_.Post([self = shared_from_this()] { self->RequestFetch(nullptr); });
+  }
+
+  absl::Status RefreshNow(absl::Duration timeout) {
+    if (runtime_.InControlThread()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "remote term '", options_.name,
+          "': RefreshNow on the runtime's control thread would wait for itself; use Refresh()"));
+    }
+    auto waiter = std::make_shared<Waiter>();
+    absl::Status posted =
+        runtime_.Post([self = shared_from_this(), waiter] { self->RequestFetch(waiter); });
+    if (!posted.ok()) {
+      return absl::CancelledError(
+          absl::StrCat("remote term '", options_.name, "': the runtime is shutting down"));
+    }
+    if (!waiter->done.WaitForNotificationWithTimeout(timeout)) {
+      return absl::DeadlineExceededError(
+          absl::StrCat("remote term '", options_.name, "': no outcome within ",
+                       DurationText(timeout), "; the fetch goes on"));
+    }
+    return waiter->status;
+  }
+
+  TermStatus Status() const {
+    Instant now = runtime_.Now();
+    MutexLock lock(&status_mu_);
+    TermStatus s = status_;
+    if (s.last_success.has_value()) s.age = Elapsed(*s.last_success, now);
+    return s;
+  }
+
+  uint64_t AddListener(ErasedListener listener) {
+    MutexLock lock(&listeners_mu_);
+    uint64_t id = next_listener_id_++;
+    listeners_.emplace(id, std::make_shared<const ErasedListener>(std::move(listener)));
+    return id;
+  }
+
+  void RemoveListener(uint64_t id) {
+    {
+      MutexLock lock(&listeners_mu_);
+      listeners_.erase(id);
+    }
+    // Wait out a notification round that may have copied the listener before the erase; on
+    // the control thread such a round is the caller itself.
+    if (!runtime_.InControlThread()) MutexLock lock(&publish_mu_);
+  }
+
+  const std::string& name() const { return options_.name; }
+  absl::Duration startup_timeout() const { return options_.startup_timeout; }
+
+ private:
+  // What keel knows about the published value.
+  struct Published {
+    fetchers::Validators validators;
+    std::optional<absl::Time> modified;
+    std::optional<uint64_t> hash;
+    std::string version;
+  };
+
+  enum class Outcome { kUpdated, kNotModified, kFailed };
+
+  // The fields of an update in flight, for its status and span.
+  struct Attempt {
+    std::unique_ptr<SpanScope> span;
+    uint64_t bytes_received = 0;
+    uint64_t bytes_decoded = 0;
+    std::optional<fetchers::RefreshDecision> hint;
+  };
+
+  bool stopped() const {
+    // Relaxed: an early exit only; see Stop().
+    return stopped_.load(std::memory_order_relaxed);
+  }
+
+  // --- control thread ---
+
+  void CancelWork() {
+    if (timer_.has_value()) runtime_.Cancel(*timer_);
+    timer_.reset();
+    if (in_flight_) options_.fetcher->Cancel(runtime_);
+    absl::Status cancelled =
+        absl::CancelledError(absl::StrCat("remote term '", options_.name, "' was stopped"));
+    for (auto* list : {&current_waiters_, &next_waiters_}) {
+      for (auto& w : *list) Notify(*w, cancelled);
+      list->clear();
+    }
+    if (startup_waiter_ != nullptr) Notify(*startup_waiter_, cancelled);
+    startup_waiter_.reset();
+  }
+
+  static void Notify(Waiter& waiter, absl::Status status) {
+    waiter.status = std::move(status);
+    waiter.done.Notify();
+  }
+
+  void RequestFetch(std::shared_ptr<Waiter> waiter) {
+    if (stopped()) {
+      if (waiter != nullptr) Notify(*waiter, absl::CancelledError("the term was stopped"));
+      return;
+    }
+    if (in_flight_) {
+      follow_up_ = true;
+      if (waiter != nullptr) next_waiters_.push_back(std::move(waiter));
+      return;
+    }
+    if (waiter != nullptr) current_waiters_.push_back(std::move(waiter));
+    StartFetch();
+  }
+
+  void StartFetch() {
+    if (timer_.has_value()) runtime_.Cancel(*timer_);
+    timer_.reset();
+    in_flight_ = true;
+    uint64_t attempt = ++attempt_;
+    attempt_state_ = Attempt{};
+    attempt_state_.span =
+        std::make_unique<SpanScope>(runtime_.telemetry(), runtime_.clock(), "keel.term.update");
+    attempt_state_.span->AddAttribute("term", options_.name);
+    attempt_state_.span->AddAttribute("source", source_);
+
+    fetchers::FetchRequest request;
+    request.known = published_.validators;
+    request.max_bytes = options_.max_fetched_bytes;
+    request.policy.interval = options_.refresh;
+    request.policy.min_interval = options_.min_refresh;
+    request.policy.max_interval = options_.max_refresh;
+    request.policy.honor_cache_headers = options_.honor_cache_headers;
+    request.wall_now = absl::Now();
+    options_.fetcher->Fetch(runtime_, request,
+                            [self = shared_from_this(), attempt](fetchers::FetchResult result) {
+                              self->OnFetched(attempt, std::move(result));
+                            });
+  }
+
+  void OnFetched(uint64_t attempt, fetchers::FetchResult result) {
+    if (stopped() || attempt != attempt_) return;
+    attempt_state_.bytes_received = result.bytes_received;
+    attempt_state_.hint = std::move(result.next_refresh);
+    if (!result.status.ok()) {
+      Fail(attempt, std::move(result.status));
+      return;
+    }
+    if (result.not_modified) {
+      // A source may send fresh validators with its "not modified" (a new Date-based
+      // Last-Modified, say); keep what it sent, else what we had.
+      if (!result.validators.etag.empty()) published_.validators.etag = result.validators.etag;
+      if (!result.validators.last_modified.empty()) {
+        published_.validators.last_modified = result.validators.last_modified;
+      }
+      Finish(Outcome::kNotModified, absl::OkStatus());
+      return;
+    }
+    auto body = std::make_shared<std::string>(std::move(result.body));
+    auto meta = std::make_shared<fetchers::FetchResult>(std::move(result));
+    std::optional<uint64_t> published_hash = published_.hash;
+    absl::Status started = runtime_.OffloadThen<Processed>(
+        [self = shared_from_this(), body, published_hash] {
+          return ProcessBytes(*body, self->options_, published_hash, self->options_.decode);
+        },
+        [self = shared_from_this(), attempt, body, meta](absl::StatusOr<Processed> processed) {
+          if (!processed.ok()) {
+            Processed failed;
+            failed.status = processed.status();
+            processed = std::move(failed);
+          }
+          self->OnProcessed(attempt, *std::move(processed), std::move(*body), std::move(*meta));
+        });
+    if (!started.ok()) {
+      Fail(attempt, absl::UnavailableError(absl::StrCat(
+                        "cannot hand the bytes to the offload pool: ", started.message())));
+    }
+  }
+
+  void OnProcessed(uint64_t attempt, Processed processed, std::string raw,
+                   fetchers::FetchResult meta) {
+    if (stopped() || attempt != attempt_) return;
+    attempt_state_.bytes_decoded = processed.decoded_bytes;
+    if (!processed.status.ok()) {
+      Fail(attempt, std::move(processed.status));
+      return;
+    }
+    if (processed.unchanged) {
+      // Same content under new validators (a server without ETags, a touched file): keep the
+      // validators so that the next request can be conditional.
+      published_.validators = meta.validators;
+      published_.modified = meta.modified.has_value() ? meta.modified : published_.modified;
+      Finish(Outcome::kNotModified, absl::OkStatus());
+      return;
+    }
+    if (!options_.allow_older && meta.modified.has_value() && published_.modified.has_value() &&
+        *meta.modified < *published_.modified) {
+      Fail(attempt, absl::FailedPreconditionError(absl::StrCat(
+                        "the source's value (modified ", absl::FormatTime(*meta.modified),
+                        ") is older than the published one (modified ",
+                        absl::FormatTime(*published_.modified),
+                        "); not installed (set allow_older to accept rollbacks)")));
+      return;
+    }
+    Published next;
+    next.validators = std::move(meta.validators);
+    next.modified = meta.modified;
+    next.hash = processed.hash;
+    next.version = VersionOf(next.validators, processed.hash);
+    if (!Install(std::move(processed.value), std::move(next), /*from_disk=*/false)) return;
+    SaveThenFinish(attempt, std::move(raw));
+  }
+
+  static std::string VersionOf(const fetchers::Validators& v, uint64_t hash) {
+    if (!v.version.empty()) return v.version;
+    if (!v.etag.empty()) return v.etag;
+    return absl::StrCat("hash:", fetchers::internal::HashToHex(hash));
+  }
+
+  // Publishes `value` and calls the listeners. False when the term was stopped (nothing
+  // published).
+  bool Install(std::shared_ptr<const void> value, Published published, bool from_disk) {
+    MutexLock lock(&publish_mu_);
+    if (stopped()) return false;
+    options_.publish(value);
+    has_value_ = true;
+    published_ = std::move(published);
+    {
+      MutexLock status_lock(&status_mu_);
+      status_.version = published_.version;
+      status_.modified = published_.modified;
+      status_.from_disk = from_disk;
+      status_.last_update = runtime_.Now();
+      ++status_.updates;
+    }
+    std::vector<std::shared_ptr<const ErasedListener>> listeners;
+    {
+      MutexLock listeners_lock(&listeners_mu_);
+      listeners.reserve(listeners_.size());
+      for (const auto& [id, listener] : listeners_) listeners.push_back(listener);
+    }
+    for (const auto& listener : listeners) {
+      try {
+        (*listener)(value);
+      } catch (const std::exception& e) {
+        Log().warn("remote term '{}': a change listener threw: {}", options_.name, e.what());
+      } catch (...) {
+        Log().warn("remote term '{}': a change listener threw", options_.name);
+      }
+    }
+    return true;
+  }
+
+  // A failed attempt: before giving up on a term that has no value, try the disk copy once.
+  void Fail(uint64_t attempt, absl::Status error) {
+    if (!has_value_ && !disk_copy_tried_ && !options_.last_known_good_path.empty()) {
+      disk_copy_tried_ = true;
+      LoadLastKnownGood(attempt, std::move(error));
+      return;
+    }
+    Finish(Outcome::kFailed, std::move(error));
+  }
+
+  // Ends the attempt: status, span, schedule, waiters, then a coalesced follow-up fetch.
+  void Finish(Outcome outcome, absl::Status error) {
+    Instant now = runtime_.Now();
+    uint32_t failures;
+    {
+      MutexLock lock(&status_mu_);
+      status_.last_attempt = now;
+      status_.bytes_received += attempt_state_.bytes_received;
+      if (outcome == Outcome::kFailed) {
+        status_.last_error = error;
+        ++status_.consecutive_failures;
+        ++status_.failures;
+      } else {
+        status_.last_error = absl::OkStatus();
+        status_.consecutive_failures = 0;
+        status_.last_success = now;
+        status_.from_disk = false;
+        if (outcome == Outcome::kNotModified) ++status_.not_modified;
+      }
+      failures = status_.consecutive_failures;
+      status_.state = !has_value_         ? (outcome == Outcome::kFailed ? TermState::kFailed
+                                                                         : TermState::kInitializing)
+                      : status_.from_disk ? TermState::kStale
+                      : outcome == Outcome::kFailed ? TermState::kStale
+                                                    : TermState::kFresh;
+    }
+    if (outcome == Outcome::kFailed) {
+      Log().warn("remote term '{}' ({}): update failed ({} in a row): {}", options_.name, source_,
+                 failures, error.ToString());
+    }
+
+    fetchers::RefreshDecision next = NextDelay(outcome, failures);
+    ScheduleNext(next, now);
+
+    if (attempt_state_.span != nullptr) {
+      SpanScope& span = *attempt_state_.span;
+      span.SetOutcome(outcome == Outcome::kUpdated       ? "updated"
+                      : outcome == Outcome::kNotModified ? "not_modified"
+                                                         : "failed");
+      span.AddAttribute("bytes_received", absl::StrCat(attempt_state_.bytes_received));
+      span.AddAttribute("bytes_decoded", absl::StrCat(attempt_state_.bytes_decoded));
+      span.AddAttribute("version", published_.version);
+      span.AddAttribute("next_refresh", next.reason);
+      if (!error.ok()) span.AddAttribute("error", error.ToString());
+      attempt_state_.span.reset();  // emits
+    }
+
+    absl::Status outcome_status = outcome == Outcome::kFailed ? error : absl::OkStatus();
+    for (auto& w : current_waiters_) Notify(*w, outcome_status);
+    current_waiters_.clear();
+    if (startup_waiter_ != nullptr) {
+      Notify(*startup_waiter_, has_value_ ? absl::OkStatus() : outcome_status);
+      startup_waiter_.reset();
+    }
+
+    in_flight_ = false;
+    if (follow_up_ && !stopped()) {
+      follow_up_ = false;
+      current_waiters_ = std::move(next_waiters_);
+      next_waiters_.clear();
+      StartFetch();
+    }
+  }
+
+  // The delay before the next fetch, and why.
+  fetchers::RefreshDecision NextDelay(Outcome outcome, uint32_t failures) {
+    std::uniform_real_distribution<double> unit(0.0, 1.0);
+    if (outcome == Outcome::kFailed) {
+      if (attempt_state_.hint.has_value() && options_.honor_cache_headers) {
+        // The source said when to come back (Retry-After): no jitter, the server chose.
+        fetchers::RefreshDecision hint = *attempt_state_.hint;
+        hint.delay = std::clamp(hint.delay, options_.min_refresh, options_.max_refresh);
+        return hint;
+      }
+      // backoff_initial * 2^(failures - 1), capped; the shift is bounded so it cannot
+      // overflow, and the cap holds after it.
+      absl::Duration backoff = options_.backoff_initial;
+      for (uint32_t i = 1; i < failures && backoff < options_.backoff_max; ++i) backoff *= 2;
+      backoff = std::min(backoff, options_.backoff_max);
+      // Whole milliseconds, the timer wheel's tick, so that the status's next_refresh is
+      // the instant the timer fires.
+      absl::Duration delay =
+          absl::Trunc(backoff * (1.0 - options_.jitter * unit(rng_)), absl::Milliseconds(1));
+      return {delay, absl::StrCat("backoff ", DurationText(backoff), " after ", failures,
+                                  failures == 1 ? " failure" : " failures")};
+    }
+    fetchers::RefreshDecision base{options_.refresh, "interval"};
+    if (attempt_state_.hint.has_value() && options_.honor_cache_headers) {
+      base = *attempt_state_.hint;
+    }
+    absl::Duration delay = absl::Trunc(
+        base.delay * (1.0 + options_.jitter * (2.0 * unit(rng_) - 1.0)), absl::Milliseconds(1));
+    delay = std::clamp(delay, options_.min_refresh, options_.max_refresh);
+    return {delay, std::move(base.reason)};
+  }
+
+  void ScheduleNext(const fetchers::RefreshDecision& next, Instant now) {
+    if (stopped()) return;
+    if (timer_.has_value()) runtime_.Cancel(*timer_);
+    absl::StatusOr<TimerHandle> timer =
+        runtime_.Schedule(next.delay, [self = shared_from_this()] { self->RequestFetch(nullptr); });
+    MutexLock lock(&status_mu_);
+    if (timer.ok()) {
+      timer_ = *timer;
+      status_.next_refresh = AddDuration(now, next.delay);
+      status_.next_refresh_reason = next.reason;
+    } else {
+      timer_.reset();
+      status_.next_refresh.reset();
+      status_.next_refresh_reason = std::string(timer.status().message());
+    }
+  }
+
+  // --- last-known-good copy ---
+
+  // Saves the bytes just published, then finishes the attempt: the attempt's outcome (and a
+  // RefreshNow waiting for it) comes after the copy is on disk. A failed save is logged and
+  // shown in the status; the update itself stands.
+  void SaveThenFinish(uint64_t attempt, std::string raw) {
+    if (options_.last_known_good_path.empty()) {
+      Finish(Outcome::kUpdated, absl::OkStatus());
+      return;
+    }
+    auto copy = std::make_shared<LastKnownGood>();
+    copy->validators = published_.validators;
+    copy->modified = published_.modified;
+    copy->body = std::move(raw);
+    absl::Status started = runtime_.OffloadThen<absl::Status>(
+        [path = options_.last_known_good_path, copy] { return WriteLastKnownGood(path, *copy); },
+        [self = shared_from_this(), attempt](absl::StatusOr<absl::Status> written) {
+          self->OnSaved(attempt, written.ok() ? *written : written.status());
+        });
+    if (!started.ok()) OnSaved(attempt, started);
+  }
+
+  void OnSaved(uint64_t attempt, absl::Status status) {
+    if (stopped() || attempt != attempt_) return;
+    if (!status.ok()) {
+      Log().warn("remote term '{}': cannot save the last-known-good copy: {}", options_.name,
+                 status.ToString());
+    }
+    {
+      MutexLock lock(&status_mu_);
+      status_.last_known_good_error = status;
+    }
+    Finish(Outcome::kUpdated, absl::OkStatus());
+  }
+
+  void LoadLastKnownGood(uint64_t attempt, absl::Status fetch_error) {
+    struct Loaded {
+      absl::Status status;
+      LastKnownGood copy;
+      Processed processed;
+    };
+    absl::Status started = runtime_.OffloadThen<Loaded>(
+        [self = shared_from_this()] {
+          Loaded loaded;
+          absl::StatusOr<LastKnownGood> copy = ReadLastKnownGood(
+              self->options_.last_known_good_path, self->options_.max_fetched_bytes);
+          if (!copy.ok()) {
+            loaded.status = copy.status();
+            return loaded;
+          }
+          loaded.copy = *std::move(copy);
+          loaded.processed =
+              ProcessBytes(loaded.copy.body, self->options_, std::nullopt, self->options_.decode);
+          loaded.status = loaded.processed.status;
+          loaded.copy.body.clear();
+          return loaded;
+        },
+        [self = shared_from_this(), attempt,
+         fetch_error = std::move(fetch_error)](absl::StatusOr<Loaded> loaded) mutable {
+          self->OnLastKnownGoodLoaded(attempt, std::move(loaded), std::move(fetch_error));
+        });
+    if (!started.ok()) Finish(Outcome::kFailed, std::move(fetch_error));
+  }
+
+  template <class Loaded>
+  void OnLastKnownGoodLoaded(uint64_t attempt, absl::StatusOr<Loaded> loaded,
+                             absl::Status fetch_error) {
+    if (stopped() || attempt != attempt_) return;
+    absl::Status status = loaded.ok() ? loaded->status : loaded.status();
+    if (!status.ok()) {
+      // A missing copy is the normal first start; anything else is worth a warning.
+      if (!absl::IsNotFound(status)) {
+        Log().warn("remote term '{}': the last-known-good copy is unusable: {}", options_.name,
+                   status.ToString());
+      }
+      MutexLock lock(&status_mu_);
+      status_.last_known_good_error = status;
+    } else {
+      Published published;
+      published.validators = std::move(loaded->copy.validators);
+      published.modified = loaded->copy.modified;
+      published.hash = loaded->processed.hash;
+      published.version = VersionOf(published.validators, loaded->processed.hash);
+      Log().info(
+          "remote term '{}': the source failed ({}); starting from the last-known-good "
+          "copy, version {}",
+          options_.name, fetch_error.ToString(), published.version);
+      if (!Install(std::move(loaded->processed.value), std::move(published), /*from_disk=*/true)) {
+        return;
+      }
+    }
+    Finish(Outcome::kFailed, std::move(fetch_error));
+  }
+
+  Runtime& runtime_;
+  TermCoreOptions options_;
+  const std::string source_;
+
+  // Control thread only.
+  bool in_flight_ = false;
+  bool follow_up_ = false;
+  uint64_t attempt_ = 0;
+  Attempt attempt_state_;
+  std::vector<std::shared_ptr<Waiter>> current_waiters_;  // told this attempt's outcome
+  std::vector<std::shared_ptr<Waiter>> next_waiters_;     // told the follow-up's outcome
+  std::shared_ptr<Waiter> startup_waiter_;
+  std::optional<TimerHandle> timer_;
+  Published published_;
+  bool has_value_ = false;
+  bool disk_copy_tried_ = false;
+  std::mt19937_64 rng_;
+
+  Mutex publish_mu_;
+  std::atomic<bool> stopped_{false};
+
+  mutable Mutex status_mu_;
+  TermStatus status_ ABSL_GUARDED_BY(status_mu_);
+
+  Mutex listeners_mu_;
+  uint64_t next_listener_id_ ABSL_GUARDED_BY(listeners_mu_) = 1;
+  std::map<uint64_t, std::shared_ptr<const ErasedListener>> listeners_
+      ABSL_GUARDED_BY(listeners_mu_);
+};
+
+absl::StatusOr<std::shared_ptr<TermCore>> StartTermCore(Runtime& runtime, TermCoreOptions options) {
+  absl::Status valid = CheckOptions(options);
+  if (!valid.ok()) return valid;
+  bool blocking = options.startup == TermStartup::kBlocking;
+  if (blocking && runtime.InControlThread()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("remote term '", options.name,
+                     "': a blocking Start on the runtime's control thread would wait for "
+                     "itself; use startup = TermStartup::kLazy"));
+  }
+  auto core = std::make_shared<TermCore>(runtime, std::move(options));
+  std::shared_ptr<Waiter> startup = blocking ? std::make_shared<Waiter>() : nullptr;
+  absl::Status begun = core->Begin(startup);
+  if (!begun.ok()) {
+    core->Stop();
+    return absl::Status(begun.code(), absl::StrCat("remote term '", core->name(),
+                                                   "': cannot start: ", begun.message()));
+  }
+  if (!blocking) return core;
+  if (!startup->done.WaitForNotificationWithTimeout(core->startup_timeout())) {
+    core->Stop();
+    return absl::DeadlineExceededError(absl::StrCat("remote term '", core->name(),
+                                                    "': no value within the startup timeout of ",
+                                                    DurationText(core->startup_timeout())));
+  }
+  if (!startup->status.ok()) {
+    core->Stop();
+    return absl::Status(startup->status.code(),
+                        absl::StrCat("remote term '", core->name(),
+                                     "': first fetch failed: ", startup->status.message()));
+  }
+  return core;
+}
+
+void StopTermCore(TermCore& core) { core.Stop(); }
+void RefreshTermCore(TermCore& core) { core.Refresh(); }
+absl::Status RefreshTermCoreNow(TermCore& core, absl::Duration timeout) {
+  return core.RefreshNow(timeout);
+}
+TermStatus TermCoreStatus(const TermCore& core) { return core.Status(); }
+uint64_t AddTermListener(TermCore& core, ErasedListener listener) {
+  return core.AddListener(std::move(listener));
+}
+void RemoveTermListener(TermCore& core, uint64_t id) { core.RemoveListener(id); }
+
+}  // namespace internal
+}  // namespace keel
