@@ -71,6 +71,14 @@ struct Processed {
   std::shared_ptr<const void> value;
   uint64_t hash = 0;
   uint64_t decoded_bytes = 0;
+  bool refused = false;  // decode or validate refused these bytes (status says why)
+};
+
+// Bytes that decode or validate refused, so that the same bytes fetched again (a retry, or a
+// server without validators) fail at once instead of being decoded again.
+struct Refusal {
+  uint64_t hash;
+  absl::Status error;
 };
 
 std::string DurationText(absl::Duration d) { return absl::FormatDuration(d); }
@@ -124,6 +132,7 @@ absl::Status CheckOptions(const TermCoreOptions& o) {
 // called by one job at a time (the pipeline runs one update at a time).
 Processed ProcessBytes(
     const std::string& body, const TermCoreOptions& options, std::optional<uint64_t> published_hash,
+    const std::optional<Refusal>& refusal,
     absl::AnyInvocable<absl::StatusOr<std::shared_ptr<const void>>(std::string_view)>& decode) {
   Processed out;
   if (body.size() > options.max_fetched_bytes) {
@@ -155,6 +164,13 @@ Processed ProcessBytes(
     out.unchanged = true;
     return out;
   }
+  if (refusal.has_value() && refusal->hash == out.hash) {
+    out.status = absl::Status(
+        refusal->error.code(),
+        absl::StrCat("the same bytes as the last refused value: ", refusal->error.message()));
+    return out;
+  }
+  out.refused = true;  // until decode and validate accept the bytes
   absl::StatusOr<std::shared_ptr<const void>> value;
   try {
     value = decode(bytes);
@@ -172,6 +188,7 @@ Processed ProcessBytes(
     return out;
   }
   out.value = *std::move(value);
+  out.refused = false;
   return out;
 }
 
@@ -371,10 +388,10 @@ class TermCore : public std::enable_shared_from_this<TermCore> {
     }
     auto body = std::make_shared<std::string>(std::move(result.body));
     auto meta = std::make_shared<fetchers::FetchResult>(std::move(result));
-    std::optional<uint64_t> published_hash = published_.hash;
     absl::Status started = runtime_.OffloadThen<Processed>(
-        [self = shared_from_this(), body, published_hash] {
-          return ProcessBytes(*body, self->options_, published_hash, self->options_.decode);
+        [self = shared_from_this(), body, published_hash = published_.hash, refusal = refusal_] {
+          return ProcessBytes(*body, self->options_, published_hash, refusal,
+                              self->options_.decode);
         },
         [self = shared_from_this(), attempt, body, meta](absl::StatusOr<Processed> processed) {
           if (!processed.ok()) {
@@ -394,6 +411,7 @@ class TermCore : public std::enable_shared_from_this<TermCore> {
                    fetchers::FetchResult meta) {
     if (stopped() || attempt != attempt_) return;
     attempt_state_.bytes_decoded = processed.decoded_bytes;
+    if (processed.refused) refusal_ = Refusal{processed.hash, processed.status};
     if (!processed.status.ok()) {
       Fail(attempt, std::move(processed.status));
       return;
@@ -438,6 +456,7 @@ class TermCore : public std::enable_shared_from_this<TermCore> {
     options_.publish(value);
     has_value_ = true;
     published_ = std::move(published);
+    refusal_.reset();
     {
       MutexLock status_lock(&status_mu_);
       status_.version = published_.version;
@@ -638,8 +657,8 @@ class TermCore : public std::enable_shared_from_this<TermCore> {
             return loaded;
           }
           loaded.copy = *std::move(copy);
-          loaded.processed =
-              ProcessBytes(loaded.copy.body, self->options_, std::nullopt, self->options_.decode);
+          loaded.processed = ProcessBytes(loaded.copy.body, self->options_, std::nullopt,
+                                          std::nullopt, self->options_.decode);
           loaded.status = loaded.processed.status;
           loaded.copy.body.clear();
           return loaded;
@@ -695,6 +714,7 @@ class TermCore : public std::enable_shared_from_this<TermCore> {
   std::shared_ptr<Waiter> startup_waiter_;
   std::optional<TimerHandle> timer_;
   Published published_;
+  std::optional<Refusal> refusal_;
   bool has_value_ = false;
   bool disk_copy_tried_ = false;
   std::mt19937_64 rng_;

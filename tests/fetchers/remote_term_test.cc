@@ -300,6 +300,28 @@ TEST_F(RemoteTermTest, EveryFailureKeepsTheLastGoodValueAndTheStatusSaysWhy) {
   EXPECT_EQ(term->status().consecutive_failures, 0u);
 }
 
+TEST_F(RemoteTermTest, RefusedBytesFetchedAgainAreNotDecodedAgain) {
+  auto source = std::make_shared<StaticSource>("v1");
+  auto options = Options(source);
+  auto decodes = std::make_shared<std::atomic<int>>(0);
+  options.decode = [decodes](std::string_view bytes) {
+    ++*decodes;
+    return DecodeV(bytes);
+  };
+  auto term = StartOk(std::move(options));
+  ASSERT_NE(term, nullptr);
+  source->Set("garbage");
+  EXPECT_EQ(term->RefreshNow().code(), absl::StatusCode::kInvalidArgument);
+  source->Set("garbage");  // a new version of the same bad bytes
+  absl::Status again = term->RefreshNow();
+  EXPECT_EQ(again.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(again.message(), HasSubstr("the same bytes as the last refused value"));
+  EXPECT_EQ(decodes->load(), 2);  // the first value and the first "garbage"
+  source->Set("v2");
+  EXPECT_TRUE(term->RefreshNow().ok());
+  EXPECT_EQ(decodes->load(), 3);
+}
+
 TEST_F(RemoteTermTest, ADecodeHookThatThrowsFailsTheUpdateOnly) {
   auto source = std::make_shared<StaticSource>("v1");
   auto options = Options(source);
