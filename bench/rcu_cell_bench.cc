@@ -2,6 +2,10 @@
 //   BM_RawAtomic_Read         a raw std::atomic<const Value*> acquire load (no reclamation:
 //                             the floor; unsafe if anyone ever frees the value)
 //   BM_RcuCell_Read           keel's guard: RCU read section + pointer load
+//   BM_RcuCell_ReadQsbr       keel's QSBR guard (keel/qsbr.h): the pointer loads alone; each
+//                             thread announces a quiescent state every 1024 reads, and that
+//                             call's cost is included in the row
+//   BM_QsbrThread_Quiescent   the quiescent-state announcement alone, no grace period waiting
 //   BM_RcuCell_Pin            keel's long-hold path: a shared_ptr copy under a read section
 //   BM_AtomicSharedPtr_Read   std::atomic<std::shared_ptr<const Value>>::load
 //   BM_SharedMutex_Read       std::shared_mutex (shared) + shared_ptr copy
@@ -15,6 +19,7 @@
 #include <thread>
 
 #include "benchmark/benchmark.h"
+#include "keel/qsbr.h"
 #include "keel/rcu_cell.h"
 
 namespace {
@@ -47,6 +52,35 @@ void BM_RcuCell_Read(benchmark::State& state) {
     auto guard = cell.Read();
     benchmark::DoNotOptimize(guard->price);
   }
+  state.SetItemsProcessed(state.iterations());
+}
+
+// How many QSBR reads a benchmark thread makes between two quiescent-state announcements.
+// The loop has the shape of a request loop: a request makes kReadsPerQuiescentState reads,
+// then the thread announces a quiescent state. The row includes that call (amortized, about
+// 1/1024 of BM_QsbrThread_Quiescent). A countdown tested on every iteration instead would add
+// its own decrement and branch to each read, which a request loop does not pay per read.
+constexpr int kReadsPerQuiescentState = 1024;
+
+// Reads through a QsbrGuard, announcing a quiescent state every kReadsPerQuiescentState reads.
+// The QsbrThread is a local: the thread is unregistered (offline) when the run ends.
+void ReadQsbrLoop(benchmark::State& state) {
+  keel::QsbrThread qsbr;
+  while (state.KeepRunningBatch(kReadsPerQuiescentState)) {
+    for (int i = 0; i < kReadsPerQuiescentState; ++i) {
+      auto guard = cell.ReadQsbr(qsbr);
+      benchmark::DoNotOptimize(guard->price);
+    }
+    qsbr.Quiescent();
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+
+void BM_RcuCell_ReadQsbr(benchmark::State& state) { ReadQsbrLoop(state); }
+
+void BM_QsbrThread_Quiescent(benchmark::State& state) {
+  keel::QsbrThread qsbr;
+  for (auto _ : state) qsbr.Quiescent();
   state.SetItemsProcessed(state.iterations());
 }
 
@@ -112,6 +146,14 @@ void BM_RcuCell_Read_WhilePublishing(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
 }
 
+void BM_RcuCell_ReadQsbr_WhilePublishing(benchmark::State& state) {
+  std::unique_ptr<Publisher> publisher;
+  if (state.thread_index() == 0) {
+    publisher = std::make_unique<Publisher>([](int64_t i) { cell.Emplace(i); });
+  }
+  ReadQsbrLoop(state);
+}
+
 void BM_AtomicSharedPtr_Read_WhilePublishing(benchmark::State& state) {
   std::unique_ptr<Publisher> publisher;
   if (state.thread_index() == 0) {
@@ -127,10 +169,13 @@ void BM_AtomicSharedPtr_Read_WhilePublishing(benchmark::State& state) {
 
 BENCHMARK(BM_RawAtomic_Read)->Threads(1)->Threads(2)->UseRealTime();
 BENCHMARK(BM_RcuCell_Read)->Threads(1)->Threads(2)->UseRealTime();
+BENCHMARK(BM_RcuCell_ReadQsbr)->Threads(1)->Threads(2)->UseRealTime();
+BENCHMARK(BM_QsbrThread_Quiescent);
 BENCHMARK(BM_RcuCell_Pin)->Threads(1)->Threads(2)->UseRealTime();
 BENCHMARK(BM_AtomicSharedPtr_Read)->Threads(1)->Threads(2)->UseRealTime();
 BENCHMARK(BM_SharedMutex_Read)->Threads(1)->Threads(2)->UseRealTime();
 BENCHMARK(BM_RcuCell_Read_WhilePublishing)->Threads(1)->Threads(2)->UseRealTime();
+BENCHMARK(BM_RcuCell_ReadQsbr_WhilePublishing)->Threads(1)->Threads(2)->UseRealTime();
 BENCHMARK(BM_AtomicSharedPtr_Read_WhilePublishing)->Threads(1)->Threads(2)->UseRealTime();
 
 }  // namespace

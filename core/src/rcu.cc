@@ -1,15 +1,23 @@
-// keel's RCU runtime: per-thread registration with liburcu (memb flavour) and the reclaimer
-// thread that destroys retired values after a grace period.
+// keel's RCU runtime: per-thread registration with liburcu (memb flavour, automatic; qsbr
+// flavour, through QsbrThread) and the reclaimer thread that destroys retired values after a
+// grace period of each flavour in use.
+//
+// The two flavours live side by side: liburcu-memb and liburcu-qsbr export distinct
+// `urcu_memb_*` / `urcu_qsbr_*` symbols and keep separate registries and grace-period
+// counters. A value may be read through either, so the reclaimer waits for both.
 #include "keel/config.h"
 #if KEEL_RCU_INLINE_READS && !defined(_LGPL_SOURCE)
 #define _LGPL_SOURCE  // liburcu's read side inlined here too, as in the guards
 #endif
 #include <pthread.h>
 #include <urcu/urcu-memb.h>
+#include <urcu/urcu-qsbr.h>
 
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <mutex>
 #include <new>
 #include <thread>
@@ -18,6 +26,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "keel/internal/rcu_read.h"
+#include "keel/qsbr.h"
 #include "keel/rcu_cell.h"
 #include "log.h"
 
@@ -31,9 +40,10 @@
 
 #ifdef KEEL_TSAN
 // liburcu's grace period is built on sys_membarrier and per-thread counters that
-// ThreadSanitizer cannot see. Every read section's end is a release on this address and the
-// end of every grace period an acquire on it, which is exactly the ordering liburcu provides:
-// a read section that ended before synchronize_rcu returned happens-before the reclamation.
+// ThreadSanitizer cannot see. Every read section's end (memb) and every quiescent state,
+// offline transition and unregistration (qsbr) is a release on this address, and the end of
+// every grace period an acquire on it, which is exactly the ordering liburcu provides: a read
+// section that ended before synchronize_rcu returned happens-before the reclamation.
 extern "C" void __tsan_acquire(void* addr);
 extern "C" void __tsan_release(void* addr);
 namespace {
@@ -67,6 +77,15 @@ thread_local bool in_reclaimer = false;
 
 // The reclaimer: one thread, started on the first retire, that takes every value retired so
 // far as a batch, waits for one grace period, and destroys the batch.
+//
+// Invariant (QSBR): a batch waits for a QSBR grace period whenever a QSBR reader might have
+// loaded one of its pointers. QsbrThread's constructor sets `qsbr_readers_` under `mu_`
+// before its thread can read; the reclaimer reads it under `mu_` when it takes the batch. A
+// pointer is retired (under `mu_`) after it was unpublished, so if the reclaimer took the
+// batch before a reader's registration set the flag, the unpublish happens-before that
+// reader's first load, which therefore cannot return the retired pointer. (A flag in an
+// atomic would need seq_cst fences on both sides of this store-buffering pattern, against
+// the reader's acquire load; the mutex is already taken on both sides.)
 class Reclaimer {
  public:
   static Reclaimer& Get() {
@@ -98,6 +117,13 @@ class Reclaimer {
     return done_cv_.wait_for(lock, absl::ToChronoNanoseconds(timeout), done);
   }
 
+  // Called by QsbrThread's constructor, after liburcu registered the thread and before it can
+  // read: from now on every batch also waits for a QSBR grace period.
+  void NoteQsbrReader() {
+    std::lock_guard<std::mutex> lock(mu_);
+    qsbr_readers_ = true;
+  }
+
   RcuReclaimStats Stats() {
     RcuReclaimStats stats;
     std::lock_guard<std::mutex> lock(mu_);
@@ -117,10 +143,17 @@ class Reclaimer {
   // would vanish with the reclaimer thread, and liburcu's grace-period lock might go with it,
   // so PrepareFork waits for the batch to finish first. Not when the forking thread holds a
   // read section itself: the grace period would wait for it, so the fork would never happen.
-  // (The README says that a child of such a fork cannot use keel.)
+  // (The README says that a child of such a fork cannot use keel.) Likewise when the forking
+  // thread is an online QSBR reader: the batch's QSBR grace period would wait for it.
+  //
+  // QSBR in the child: liburcu keeps the parent's QSBR registrations, and a thread that was
+  // online at the fork stays online there forever. When the forking thread is not a QSBR
+  // reader, no QSBR reader exists in the child, so the child's reclaimer stops waiting for
+  // QSBR grace periods until the child constructs a QsbrThread of its own (which, if a parent
+  // thread was online at the fork, stalls reclamation: qsbr.h says so).
   void PrepareFork() {
     std::unique_lock<std::mutex> lock(mu_);
-    if (!RcuInReadSection()) {
+    if (!RcuInReadSection() && !qsbr_state.online) {
       done_cv_.wait(lock, [this] { return !batch_in_flight_; });
     }
     lock.release();  // mu_ stays locked across the fork
@@ -131,6 +164,7 @@ class Reclaimer {
     new (&done_cv_) std::condition_variable();
     thread_running_ = false;
     batch_in_flight_ = false;
+    if (qsbr_state.owner == nullptr) qsbr_readers_ = false;
     mu_.unlock();
   }
 
@@ -154,15 +188,20 @@ class Reclaimer {
   void Run() {
     std::vector<Retired> batch;
     for (;;) {
+      bool wait_for_qsbr;
       {
         std::unique_lock<std::mutex> lock(mu_);
         cv_.wait(lock, [&] { return !pending_.empty(); });
         batch.swap(pending_);
         batch_in_flight_ = true;
+        wait_for_qsbr = qsbr_readers_;  // see the invariant above
       }
       // Every reader that could have loaded a pointer in `batch` entered its read section
       // before the pointer was unpublished; the grace period waits for all of them to leave.
       urcu_memb_synchronize_rcu();
+      // Likewise every online QSBR reader that could have loaded one: the QSBR grace period
+      // waits until each has announced a quiescent state or gone offline.
+      if (wait_for_qsbr) urcu_qsbr_synchronize_rcu();
       KEEL_TSAN_GRACE_PERIOD_END();
       in_reclaimer = true;
       for (const Retired& r : batch) r.destroy(r.ptr);
@@ -187,6 +226,7 @@ class Reclaimer {
   uint64_t grace_periods_ = 0;       // guarded by mu_
   bool thread_running_ = false;      // guarded by mu_
   bool batch_in_flight_ = false;     // guarded by mu_: a batch is between swap and reclaimed
+  bool qsbr_readers_ = false;        // guarded by mu_: a QsbrThread was constructed
 };
 
 }  // namespace
@@ -222,6 +262,61 @@ void RcuUnlockRegistered() noexcept {
 }
 #endif
 
+// QSBR. keel's `qsbr_state` mirrors liburcu's per-thread state so that misuse that liburcu
+// would turn into a silent state change (Quiescent() on an offline thread brings it online;
+// Online() on an online thread is a quiescent state) is a no-op instead.
+
+void QsbrRegister(const QsbrThread* thread) noexcept {
+  if (qsbr_state.owner != nullptr) {
+    Log().critical(
+        "keel::QsbrThread constructed on a thread that already has one; aborting (one "
+        "QsbrThread per thread)");
+    std::abort();
+  }
+  urcu_qsbr_register_thread();  // the thread is online from here
+  qsbr_state.owner = thread;
+  qsbr_state.online = true;
+  Reclaimer::Get().NoteQsbrReader();
+}
+
+void QsbrUnregister(const QsbrThread* thread) noexcept {
+  if (qsbr_state.owner != thread) {
+    Log().critical(
+        "keel::QsbrThread destroyed on a thread other than the one that constructed it; "
+        "aborting (it would unregister the wrong thread)");
+    std::abort();
+  }
+  KEEL_TSAN_READ_END();
+  urcu_qsbr_unregister_thread();  // takes the thread offline first
+  qsbr_state.owner = nullptr;
+  qsbr_state.online = false;
+}
+
+void QsbrQuiescent() noexcept {
+  if (!qsbr_state.online) return;
+  KEEL_TSAN_READ_END();
+  urcu_qsbr_quiescent_state();
+}
+
+void QsbrOffline() noexcept {
+  if (!qsbr_state.online) return;
+  KEEL_TSAN_READ_END();
+  urcu_qsbr_thread_offline();
+  qsbr_state.online = false;
+}
+
+void QsbrOnline() noexcept {
+  if (qsbr_state.online || qsbr_state.owner == nullptr) return;
+  urcu_qsbr_thread_online();
+  qsbr_state.online = true;
+}
+
+void QsbrCheckFailed(const char* what) noexcept {
+  std::fprintf(stderr, "keel: %s\n", what);
+  std::fflush(stderr);
+  std::abort();
+}
+
 bool RcuInReadSection() noexcept {
   return rcu_thread_state != kRcuUnregistered && urcu_memb_read_ongoing();
 }
@@ -242,6 +337,11 @@ absl::Status RcuSynchronize(absl::Duration timeout) {
     return absl::FailedPreconditionError(
         "RcuSynchronize called while holding a read guard; the grace period would never end. "
         "Release the guard (or pin the value) first");
+  }
+  if (internal::qsbr_state.online) {
+    return absl::FailedPreconditionError(
+        "RcuSynchronize called on an online QSBR thread; the QSBR grace period would wait for "
+        "this thread. Take it offline first (QsbrThread::OfflineScope)");
   }
   if (!internal::Reclaimer::Get().WaitReclaimed(timeout)) {
     return absl::DeadlineExceededError(

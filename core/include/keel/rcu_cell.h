@@ -15,6 +15,10 @@
 //   // a long hold, across I/O or a blocking call: pin instead of holding a guard
 //   std::shared_ptr<const Config> pinned = config.Pin();
 //
+// Threads that run a loop can register as QSBR readers instead (keel/qsbr.h): their
+// `ReadQsbr()` is the pointer loads alone, and they announce quiescent states between
+// requests.
+//
 // Thread safety: thread-safe. Any number of threads may read, pin and publish concurrently;
 // concurrent publishes are ordered by their pointer exchange (the last exchange wins).
 //
@@ -53,6 +57,7 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "keel/internal/rcu_read.h"
+#include "keel/qsbr.h"
 
 namespace keel {
 
@@ -91,6 +96,36 @@ class RcuCell {
     const T* value_;
   };
 
+  // Scoped access to the value a cell held when the guard was created, for a thread
+  // registered with a QsbrThread (keel/qsbr.h). Valid until the owning thread's next
+  // `Quiescent()`, `Offline()` or QsbrThread destruction, and must be destroyed before then
+  // (KEEL_QSBR_GUARD_CHECKS builds check it). Costs nothing beyond the loads in release builds. Not
+  // copyable, not movable, not transferable across threads. Evaluates to false when the cell
+  // was empty.
+  class [[nodiscard]] QsbrGuard {
+   public:
+    QsbrGuard(const QsbrGuard&) = delete;
+    QsbrGuard& operator=(const QsbrGuard&) = delete;
+    ~QsbrGuard() { internal::QsbrGuardEnd(); }
+
+    const T* get() const noexcept { return value_; }
+    const T& operator*() const noexcept { return *value_; }
+    const T* operator->() const noexcept { return value_; }
+    explicit operator bool() const noexcept { return value_ != nullptr; }
+
+   private:
+    friend class RcuCell;
+    explicit QsbrGuard(const std::atomic<Node*>& node) noexcept {
+      internal::QsbrGuardBegin();
+      // acquire: pairs with the release exchange in Publish(). No read section to enter: the
+      // thread is online, and the value cannot be reclaimed before its next quiescent state.
+      const Node* n = node.load(std::memory_order_acquire);
+      value_ = n != nullptr ? n->value.get() : nullptr;
+    }
+
+    const T* value_;
+  };
+
   // An empty cell.
   RcuCell() noexcept = default;
   // A cell holding `initial` (which may be null).
@@ -105,6 +140,14 @@ class RcuCell {
   // Enters a read section and returns a guard on the current value. Wait-free; noexcept;
   // allocates nothing. Any thread.
   ReadGuard Read() const noexcept { return ReadGuard(node_); }
+
+  // Returns a guard on the current value for a QSBR reader: the pointer loads alone, no
+  // thread-local write, no barrier. `thread` is the calling thread's QsbrThread, which must be
+  // online. Wait-free; noexcept; allocates nothing.
+  QsbrGuard ReadQsbr(const QsbrThread& thread) const noexcept {
+    internal::QsbrAssertCanRead(thread);
+    return QsbrGuard(node_);
+  }
 
   // A shared_ptr to the current value (null when empty), for holds that outlast a read
   // section: across I/O, blocking calls, or a hand-off to another thread. Any thread.
@@ -155,16 +198,18 @@ class RcuCell {
 };
 
 // Waits until every value retired before the call has been destroyed (a grace period plus
-// the reclaimer's pass). For tests, shutdown paths and memory-bound writers. Blocking:
-// returns FailedPrecondition, without waiting, when called inside a read section (it would
-// never return) or from a reclamation callback; DeadlineExceeded after `timeout`.
+// the reclaimer's pass; QSBR readers included). For tests, shutdown paths and memory-bound
+// writers. Blocking: returns FailedPrecondition, without waiting, when called inside a read
+// section or on an online QSBR thread (it would never return: take the thread offline
+// first), or from a reclamation callback; DeadlineExceeded after `timeout`.
 absl::Status RcuSynchronize(absl::Duration timeout = absl::InfiniteDuration());
 
 // Counters of keel's reclaimer, for tests and telemetry.
 struct RcuReclaimStats {
   uint64_t retired = 0;        // values handed to the reclaimer
   uint64_t reclaimed = 0;      // values destroyed
-  uint64_t grace_periods = 0;  // synchronize_rcu calls (one per batch)
+  uint64_t grace_periods = 0;  // batches that waited out a grace period (memb, and QSBR once a
+                               // QsbrThread exists)
 };
 RcuReclaimStats GetRcuReclaimStats() noexcept;
 

@@ -71,6 +71,7 @@
 #include "absl/time/time.h"
 #include "keel/clock.h"
 #include "keel/fetchers/fetcher.h"
+#include "keel/qsbr.h"
 #include "keel/rcu_cell.h"
 #include "keel/runtime.h"
 
@@ -219,6 +220,7 @@ class RemoteTerm {
  public:
   using Options = RemoteTermOptions<T>;
   using ReadGuard = typename RcuCell<T>::ReadGuard;
+  using QsbrGuard = typename RcuCell<T>::QsbrGuard;
   using ListenerId = uint64_t;
 
   // Validates `options`, starts the term on `runtime`, and (with blocking startup) waits for
@@ -283,6 +285,11 @@ class RemoteTerm {
   // A guard on the current value (false before the first value). Wait-free, noexcept, no
   // allocation. Any thread; the guard must not be held across blocking calls (pin instead).
   ReadGuard Read() const noexcept { return cell_.Read(); }
+
+  // The QSBR read path (keel/qsbr.h): a guard on the current value for a thread registered
+  // with `thread`, valid until that thread's next Quiescent() or Offline(). One acquire load,
+  // no write. Any registered, online thread.
+  QsbrGuard ReadQsbr(const QsbrThread& thread) const noexcept { return cell_.ReadQsbr(thread); }
 
   // The current value as a shared_ptr (null before the first value), for long holds.
   std::shared_ptr<const T> Pin() const noexcept { return cell_.Pin(); }

@@ -3,7 +3,7 @@
 // A remote term asks its fetcher for the current bytes of its source, passing what it knows
 // about the value it already has (validators such as an ETag), and the fetcher answers once:
 // new bytes, "not modified", or an error. keel ships `Static` (tests), `File` and `Http`
-// (fetchers/static_file.h, fetchers/http.h); a user writes another source by implementing
+// (keel/fetchers/static_source.h, file.h, http.h); a user writes another source by implementing
 // `Fetch`:
 //
 //   class MyFetcher final : public keel::fetchers::Fetcher {
@@ -23,6 +23,9 @@
 // Thread safety: a term calls `Fetch` and `Cancel` on its runtime's control thread only, and
 // never starts a second fetch on the same fetcher before the first one's callback has run.
 // A fetcher instance belongs to one term.
+//
+// Lifetime: a fetcher is destroyed on the control thread, or on any thread when no fetch is
+// running (a term keeps itself, and so its fetcher, alive until its fetch's callback has run).
 #ifndef KEEL_FETCHERS_FETCHER_H_
 #define KEEL_FETCHERS_FETCHER_H_
 
@@ -32,6 +35,7 @@
 
 #include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "keel/fetchers/http_cache.h"
 #include "keel/runtime.h"
@@ -58,12 +62,13 @@ struct FetchRequest {
   Validators known;
   // The most bytes the fetcher may return in `FetchResult::body`. A source that sends more
   // must be cut off as soon as the cap is passed (not downloaded in full), and the fetch
-  // fails with ResourceExhausted.
-  uint64_t max_bytes = 0;
+  // fails with ResourceExhausted. The term sets it from its max_fetched_bytes.
+  uint64_t max_bytes = uint64_t{256} << 20;
   // The term's refresh policy, for fetchers whose source says when to ask again.
   RefreshPolicy policy;
-  // The wall-clock time now, for date headers (HTTP's Expires, Retry-After).
-  absl::Time wall_now;
+  // The wall-clock time when the fetch starts, for date headers (HTTP's Expires,
+  // Retry-After). The term sets it; the default is the time the request was built.
+  absl::Time wall_now = absl::Now();
 };
 
 // What one fetch found.
@@ -86,7 +91,8 @@ struct FetchResult {
   // When the source says when to ask again (HTTP caching, Retry-After): the delay and why.
   // The term uses it instead of its interval (or its backoff, after a failure).
   std::optional<RefreshDecision> next_refresh;
-  // Bytes received from the source, headers excluded: 0 for "not modified".
+  // Bytes received from the source, headers excluded (an error page's body included): 0 for
+  // "not modified".
   uint64_t bytes_received = 0;
 };
 
