@@ -726,6 +726,8 @@ absl::Status Runtime::Shutdown(ShutdownMode mode) { return impl_->Shutdown(mode)
 
 bool Runtime::InControlThread() const noexcept { return impl_->InControlThread(); }
 
+bool Runtime::InOffloadPool() const noexcept { return impl_->InPoolThread(); }
+
 Clock& Runtime::clock() const noexcept { return impl_->clock(); }
 
 Telemetry& Runtime::telemetry() noexcept { return impl_->telemetry(); }

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <memory>
@@ -13,7 +14,8 @@
 #include "absl/status/status.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "content_hash.h"
 
 namespace keel::fetchers {
@@ -22,6 +24,11 @@ namespace {
 struct FileStamp {
   int64_t mtime_ns = 0;
   uint64_t size = 0;
+  // A rename (the atomic way to replace a file) changes the inode; an in-place write changes
+  // the ctime. Both catch a same-size rewrite within one mtime tick.
+  uint64_t dev = 0;
+  uint64_t ino = 0;
+  int64_t ctime_ns = 0;
 };
 
 absl::Status ErrnoStatus(int err, const std::string& what) {
@@ -40,22 +47,37 @@ absl::Status ErrnoStatus(int err, const std::string& what) {
 
 FileStamp StampOf(const struct stat& st) {
   return FileStamp{int64_t{st.st_mtim.tv_sec} * 1000000000 + st.st_mtim.tv_nsec,
-                   static_cast<uint64_t>(st.st_size)};
+                   static_cast<uint64_t>(st.st_size), static_cast<uint64_t>(st.st_dev),
+                   static_cast<uint64_t>(st.st_ino),
+                   int64_t{st.st_ctim.tv_sec} * 1000000000 + st.st_ctim.tv_nsec};
 }
 
-// The "<mtime ns>:<size>:" prefix of a version, which a fetch compares before reading.
-std::string StampPrefix(const FileStamp& stamp) {
-  return absl::StrCat(stamp.mtime_ns, ":", stamp.size, ":");
+bool SameStamp(const FileStamp& a, const FileStamp& b) {
+  return a.mtime_ns == b.mtime_ns && a.size == b.size && a.dev == b.dev && a.ino == b.ino &&
+         a.ctime_ns == b.ctime_ns;
 }
 
-// Reads the file at `path` whole, on an offload thread. `known_version` is the version the
-// term holds.
-FetchResult ReadFile(const std::string& path, const std::string& known_version,
-                     uint64_t max_bytes) {
+// The full stamp, kept in the validators' last_modified field (a file has no HTTP date), which
+// the term hands back with the next request; "" when the stamp is too recent to trust: a file
+// changed within `window` of now may change again within the same timestamp tick (coarse
+// kernel clocks, whole seconds on some filesystems) without any field of its stamp changing.
+std::string StampValidator(const FileStamp& stamp, absl::Time now, absl::Duration window) {
+  absl::Time changed = absl::FromUnixNanos(std::max(stamp.mtime_ns, stamp.ctime_ns));
+  if (now - changed < window) return "";
+  return absl::StrCat("stamp:", stamp.dev, ":", stamp.ino, ":", stamp.mtime_ns, ":", stamp.ctime_ns,
+                      ":", stamp.size);
+}
+
+// Reads the file at `path` whole, on an offload thread. `known` are the validators of the
+// value the term holds.
+FetchResult ReadFile(const FileOptions& options, const Validators& known, uint64_t max_bytes) {
+  const std::string& path = options.path;
   FetchResult result;
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused below).
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) {
-    result.status = ErrnoStatus(errno, absl::StrCat("cannot open ", path));
+    int err = errno;
+    result.status = ErrnoStatus(err, absl::StrCat("cannot open ", path));
     return result;
   }
   struct FdCloser {
@@ -64,18 +86,25 @@ FetchResult ReadFile(const std::string& path, const std::string& known_version,
   } closer{fd};
   struct stat before;
   if (::fstat(fd, &before) != 0) {
-    result.status = ErrnoStatus(errno, absl::StrCat("cannot stat ", path));
+    int err = errno;
+    result.status = ErrnoStatus(err, absl::StrCat("cannot stat ", path));
     return result;
   }
   if (S_ISDIR(before.st_mode)) {
     result.status = absl::InvalidArgumentError(absl::StrCat(path, " is a directory, not a file"));
     return result;
   }
+  if (!S_ISREG(before.st_mode)) {
+    result.status = absl::InvalidArgumentError(
+        absl::StrCat(path, " is not a regular file (a FIFO, socket or device)"));
+    return result;
+  }
   FileStamp stamp = StampOf(before);
   result.modified = absl::FromUnixNanos(stamp.mtime_ns);
-  if (!known_version.empty() && known_version.starts_with(StampPrefix(stamp))) {
+  const std::string validator = StampValidator(stamp, absl::Now(), options.stamp_trust_window);
+  if (!validator.empty() && known.last_modified == validator) {
     result.not_modified = true;
-    result.validators.version = known_version;
+    result.validators = known;
     return result;
   }
   if (stamp.size > max_bytes) {
@@ -90,7 +119,8 @@ FetchResult ReadFile(const std::string& path, const std::string& known_version,
     ssize_t n = ::read(fd, body.data() + got, body.size() - got);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) {
-      result.status = ErrnoStatus(errno, absl::StrCat("cannot read ", path));
+      int err = errno;
+      result.status = ErrnoStatus(err, absl::StrCat("cannot read ", path));
       return result;
     }
     if (n == 0) break;  // shorter than its size said: caught by the check below
@@ -101,20 +131,20 @@ FetchResult ReadFile(const std::string& path, const std::string& known_version,
   ssize_t more = got == body.size() ? ::read(fd, &extra, 1) : 0;
   struct stat after;
   if (::fstat(fd, &after) != 0) {
-    result.status = ErrnoStatus(errno, absl::StrCat("cannot stat ", path));
+    int err = errno;
+    result.status = ErrnoStatus(err, absl::StrCat("cannot stat ", path));
     return result;
   }
-  FileStamp after_stamp = StampOf(after);
-  if (got != body.size() || more > 0 || after_stamp.mtime_ns != stamp.mtime_ns ||
-      after_stamp.size != stamp.size) {
+  if (got != body.size() || more > 0 || !SameStamp(StampOf(after), stamp)) {
     result.status = absl::UnavailableError(
         absl::StrCat(path,
                      " changed while it was read (replace it atomically: write a temporary file, "
                      "then rename it); the next fetch reads it again"));
     return result;
   }
-  result.validators.version =
-      absl::StrCat(StampPrefix(stamp), internal::HashToHex(internal::ContentHash(body)));
+  result.validators.version = absl::StrCat(stamp.mtime_ns, ":", stamp.size, ":",
+                                           internal::HashToHex(internal::ContentHash(body)));
+  result.validators.last_modified = validator;
   result.bytes_received = body.size();
   result.body = std::move(body);
   return result;
@@ -122,12 +152,17 @@ FetchResult ReadFile(const std::string& path, const std::string& known_version,
 
 class FileFetcher final : public Fetcher {
  public:
-  explicit FileFetcher(std::string path) : path_(std::move(path)) {}
+  explicit FileFetcher(FileOptions options) : options_(std::move(options)) {}
 
-  std::string Describe() const override { return absl::StrCat("file ", path_); }
+  std::string Describe() const override { return absl::StrCat("file ", options_.path); }
 
   absl::Status Validate() const override {
-    if (path_.empty()) return absl::InvalidArgumentError("the file path is empty");
+    if (options_.path.empty()) return absl::InvalidArgumentError("the file path is empty");
+    if (options_.stamp_trust_window < absl::ZeroDuration()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("stamp_trust_window must be >= 0, got ",
+                       absl::FormatDuration(options_.stamp_trust_window)));
+    }
     return absl::OkStatus();
   }
 
@@ -136,8 +171,8 @@ class FileFetcher final : public Fetcher {
     // control thread.
     auto shared_done = std::make_shared<FetchCallback>(std::move(done));
     absl::Status started = runtime.OffloadThen<FetchResult>(
-        [path = path_, known = request.known.version, max = request.max_bytes] {
-          return ReadFile(path, known, max);
+        [options = options_, known = request.known, max = request.max_bytes] {
+          return ReadFile(options, known, max);
         },
         [shared_done](absl::StatusOr<FetchResult> result) {
           if (result.ok()) {
@@ -156,13 +191,17 @@ class FileFetcher final : public Fetcher {
   }
 
  private:
-  std::string path_;
+  FileOptions options_;
 };
 
 }  // namespace
 
+std::unique_ptr<Fetcher> File(FileOptions options) {
+  return std::make_unique<FileFetcher>(std::move(options));
+}
+
 std::unique_ptr<Fetcher> File(std::string path) {
-  return std::make_unique<FileFetcher>(std::move(path));
+  return File(FileOptions{.path = std::move(path)});
 }
 
 }  // namespace keel::fetchers

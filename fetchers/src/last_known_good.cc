@@ -135,53 +135,73 @@ absl::StatusOr<LastKnownGood> DecodeLastKnownGood(std::string_view bytes, const 
 
 absl::Status WriteLastKnownGood(const std::string& path, const LastKnownGood& copy) {
   std::string bytes = EncodeLastKnownGood(copy);
-  std::string tmp = path + ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return ErrnoError(absl::StrCat("cannot create ", tmp), errno);
+  // A fresh temporary name next to the copy (mkstemp: O_EXCL, mode 0600, never follows a
+  // planted symlink), so that two writers (two processes, or a term and its successor) never
+  // write into the same file; the last rename wins with a whole copy. 0600: the body may have
+  // been fetched with credentials.
+  std::string tmp = path + ".tmp.XXXXXX";
+  int fd = ::mkstemp(tmp.data());
+  if (fd < 0) {
+    int err = errno;
+    return ErrnoError(absl::StrCat("cannot create a temporary file next to ", path), err);
+  }
+  auto fail = [&](const std::string& what) {
+    int err = errno;
+    if (fd >= 0) ::close(fd);
+    ::unlink(tmp.c_str());
+    return ErrnoError(absl::StrCat(what, " ", tmp), err);
+  };
   size_t done = 0;
   while (done < bytes.size()) {
     ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      int err = errno;
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      return ErrnoError(absl::StrCat("cannot write ", tmp), err);
-    }
+    if (n < 0) return fail("cannot write");
     done += static_cast<size_t>(n);
   }
   // The data must be on disk before the rename makes it the copy: otherwise a power cut could
   // leave a renamed but empty file.
-  if (::fsync(fd) != 0) {
-    int err = errno;
-    ::close(fd);
-    ::unlink(tmp.c_str());
-    return ErrnoError(absl::StrCat("cannot flush ", tmp), err);
-  }
-  if (::close(fd) != 0) {
-    int err = errno;
-    ::unlink(tmp.c_str());
-    return ErrnoError(absl::StrCat("cannot close ", tmp), err);
-  }
+  if (::fsync(fd) != 0) return fail("cannot flush");
+  int closed = ::close(fd);
+  fd = -1;
+  if (closed != 0) return fail("cannot close");
   if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    int err = errno;
-    ::unlink(tmp.c_str());
-    return ErrnoError(absl::StrCat("cannot rename ", tmp, " to ", path), err);
+    return fail(absl::StrCat("cannot rename to ", path, ":"));
+  }
+  // And the rename itself must reach the disk: flush the directory (best effort; some
+  // filesystems refuse fsync on a directory).
+  const size_t slash = path.find_last_of('/');
+  const std::string dir = slash == std::string::npos ? std::string(".") : path.substr(0, slash + 1);
+  int dir_fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir_fd >= 0) {
+    (void)::fsync(dir_fd);
+    ::close(dir_fd);
   }
   return absl::OkStatus();
 }
 
 absl::StatusOr<LastKnownGood> ReadLastKnownGood(const std::string& path, uint64_t max_body_bytes) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return ErrnoError(absl::StrCat("cannot open ", path), errno);
+  // O_NONBLOCK: a FIFO planted at the path must not block an offload thread.
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) {
+    int err = errno;
+    return ErrnoError(absl::StrCat("cannot open ", path), err);
+  }
   struct stat st;
   if (::fstat(fd, &st) != 0) {
     int err = errno;
     ::close(fd);
     return ErrnoError(absl::StrCat("cannot stat ", path), err);
   }
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    return absl::DataLossError(
+        absl::StrCat("last-known-good copy ", path, " is not a regular file"));
+  }
   uint64_t size = static_cast<uint64_t>(st.st_size);
-  if (size > max_body_bytes + kMaxOverhead) {
+  // Saturating: a cap of UINT64_MAX means no cap.
+  uint64_t limit =
+      max_body_bytes > UINT64_MAX - kMaxOverhead ? UINT64_MAX : max_body_bytes + kMaxOverhead;
+  if (size > limit) {
     ::close(fd);
     return absl::ResourceExhaustedError(
         absl::StrCat("last-known-good copy ", path, " is ", size, " bytes, over the cap"));

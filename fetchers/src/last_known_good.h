@@ -2,8 +2,9 @@
 //
 // After each update a term writes the raw bytes it fetched and their validators to a file, so
 // that a process that starts while the source is down can start from them (stale, but a
-// value). The file is replaced atomically (written to "<path>.tmp", flushed to disk, renamed),
-// so a crash leaves the old copy or the new one, never a mix.
+// value). The file is replaced atomically (written to a fresh "<path>.tmp.XXXXXX" with mode
+// 0600, flushed to disk, renamed, the directory flushed), so a crash leaves the old copy or
+// the new one, never a mix, and concurrent writers never mix their bytes.
 //
 // Format, all integers little-endian:
 //   "KEELLKG1"                       8 bytes, magic and format version

@@ -15,12 +15,14 @@
 
 #include <algorithm>
 #include <cmath>
+#include <condition_variable>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <exception>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <random>
 #include <string>
@@ -58,10 +60,53 @@ std::string_view TermStateName(TermState state) noexcept {
 namespace internal {
 namespace {
 
-// One caller waiting for an outcome: RefreshNow, or a blocking Start.
-struct Waiter {
-  Notification done;
-  absl::Status status;  // written before done.Notify(); read after the wait returns
+// One caller waiting for an outcome: RefreshNow, a blocking Start, or Stop. Resolved once;
+// later resolutions are ignored. Thread-safe.
+class Waiter {
+ public:
+  void Resolve(absl::Status status) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (resolved_) return;
+    status_ = std::move(status);
+    resolved_ = true;
+    cv_.notify_all();
+  }
+  // The outcome, or nullopt when `timeout` (real time) passed first.
+  std::optional<absl::Status> Wait(absl::Duration timeout) {
+    std::unique_lock<std::mutex> lock(mu_);
+    auto resolved = [this] { return resolved_; };
+    if (timeout == absl::InfiniteDuration()) {
+      cv_.wait(lock, resolved);
+    } else if (!cv_.wait_for(lock, absl::ToChronoNanoseconds(timeout), resolved)) {
+      return std::nullopt;
+    }
+    return status_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool resolved_ = false;
+  absl::Status status_;
+};
+
+// Rides in a task posted to the control thread on behalf of a waiter: if the runtime destroys
+// the task unrun (Shutdown(kDropPending)), the waiter hears Cancelled instead of waiting out
+// its timeout. The task calls Release() once it has handed the waiter on.
+class ResolveIfDropped {
+ public:
+  explicit ResolveIfDropped(std::shared_ptr<Waiter> waiter) : waiter_(std::move(waiter)) {}
+  ResolveIfDropped(ResolveIfDropped&& other) noexcept : waiter_(std::move(other.waiter_)) {}
+  ResolveIfDropped& operator=(ResolveIfDropped&&) = delete;
+  ~ResolveIfDropped() {
+    if (waiter_ != nullptr) {
+      waiter_->Resolve(absl::CancelledError("the runtime shut down before the request ran"));
+    }
+  }
+  std::shared_ptr<Waiter> Release() { return std::move(waiter_); }
+
+ private:
+  std::shared_ptr<Waiter> waiter_;
 };
 
 // What the offload pool made of fetched (or saved) bytes.
@@ -71,7 +116,7 @@ struct Processed {
   std::shared_ptr<const void> value;
   uint64_t hash = 0;
   uint64_t decoded_bytes = 0;
-  bool refused = false;  // decode or validate refused these bytes (status says why)
+  bool refused = false;  // decode or validate refused these bytes for good (status says why)
 };
 
 // Bytes that decode or validate refused, so that the same bytes fetched again (a retry, or a
@@ -91,11 +136,14 @@ absl::Status CheckOptions(const TermCoreOptions& o) {
   if (o.name.empty()) return absl::InvalidArgumentError("remote term: name must not be empty");
   if (o.fetcher == nullptr) return invalid("fetcher is required");
   if (!o.decode) return invalid("decode is required");
-  if (o.refresh <= absl::ZeroDuration() || o.refresh == absl::InfiniteDuration()) {
-    return invalid(absl::StrCat("refresh must be > 0 and finite, got ", DurationText(o.refresh)));
+  // Delays are whole milliseconds (the timer wheel's tick): anything shorter would be zero.
+  const absl::Duration tick = absl::Milliseconds(1);
+  if (o.refresh < tick || o.refresh == absl::InfiniteDuration()) {
+    return invalid(
+        absl::StrCat("refresh must be >= 1ms and finite, got ", DurationText(o.refresh)));
   }
-  if (o.min_refresh < absl::ZeroDuration() || o.min_refresh > o.refresh) {
-    return invalid(absl::StrCat("min_refresh must be in [0, refresh = ", DurationText(o.refresh),
+  if (o.min_refresh < tick || o.min_refresh > o.refresh) {
+    return invalid(absl::StrCat("min_refresh must be in [1ms, refresh = ", DurationText(o.refresh),
                                 "], got ", DurationText(o.min_refresh)));
   }
   if (o.max_refresh < o.refresh) {
@@ -105,8 +153,8 @@ absl::Status CheckOptions(const TermCoreOptions& o) {
   if (!(o.jitter >= 0.0 && o.jitter < 1.0)) {
     return invalid(absl::StrCat("jitter must be in [0, 1), got ", o.jitter));
   }
-  if (o.backoff_initial <= absl::ZeroDuration() || o.backoff_initial == absl::InfiniteDuration()) {
-    return invalid(absl::StrCat("backoff_initial must be > 0 and finite, got ",
+  if (o.backoff_initial < tick || o.backoff_initial == absl::InfiniteDuration()) {
+    return invalid(absl::StrCat("backoff_initial must be >= 1ms and finite, got ",
                                 DurationText(o.backoff_initial)));
   }
   if (o.backoff_max < o.backoff_initial || o.backoff_max == absl::InfiniteDuration()) {
@@ -120,7 +168,14 @@ absl::Status CheckOptions(const TermCoreOptions& o) {
   }
   if (o.max_fetched_bytes == 0) return invalid("max_fetched_bytes must be > 0");
   if (o.max_decoded_bytes == 0) return invalid("max_decoded_bytes must be > 0");
-  absl::Status fetcher = o.fetcher->Validate();
+  absl::Status fetcher;
+  try {
+    fetcher = o.fetcher->Validate();
+  } catch (const std::exception& e) {
+    fetcher = absl::InternalError(absl::StrCat("the fetcher's Validate() threw: ", e.what()));
+  } catch (...) {
+    fetcher = absl::InternalError("the fetcher's Validate() threw");
+  }
   if (!fetcher.ok()) {
     return absl::Status(fetcher.code(),
                         absl::StrCat("remote term '", o.name, "': ", fetcher.message()));
@@ -133,7 +188,8 @@ absl::Status CheckOptions(const TermCoreOptions& o) {
 Processed ProcessBytes(
     const std::string& body, const TermCoreOptions& options, std::optional<uint64_t> published_hash,
     const std::optional<Refusal>& refusal,
-    absl::AnyInvocable<absl::StatusOr<std::shared_ptr<const void>>(std::string_view)>& decode) {
+    absl::AnyInvocable<absl::StatusOr<std::shared_ptr<const void>>(std::string_view)>& decode,
+    const std::atomic<bool>& stopped) {
   Processed out;
   if (body.size() > options.max_fetched_bytes) {
     out.status = absl::ResourceExhaustedError(absl::StrCat(
@@ -170,7 +226,12 @@ Processed ProcessBytes(
         absl::StrCat("the same bytes as the last refused value: ", refusal->error.message()));
     return out;
   }
-  out.refused = true;  // until decode and validate accept the bytes
+  // acquire: pairs with the release store in Stop(); a term stopped before this point does
+  // not run its hooks (one already running finishes; its result is discarded).
+  if (stopped.load(std::memory_order_acquire)) {
+    out.status = absl::CancelledError("the term was stopped");
+    return out;
+  }
   absl::StatusOr<std::shared_ptr<const void>> value;
   try {
     value = decode(bytes);
@@ -181,6 +242,18 @@ Processed ProcessBytes(
   }
   if (!value.ok()) {
     out.status = value.status();
+    // The same bytes would be refused again: remember them (see Refusal). Not for errors
+    // that may pass on a retry (an exception such as bad_alloc, a resource limit).
+    switch (out.status.code()) {
+      case absl::StatusCode::kInvalidArgument:
+      case absl::StatusCode::kFailedPrecondition:
+      case absl::StatusCode::kOutOfRange:
+      case absl::StatusCode::kDataLoss:
+        out.refused = true;
+        break;
+      default:
+        break;
+    }
     return out;
   }
   if (*value == nullptr) {
@@ -188,7 +261,6 @@ Processed ProcessBytes(
     return out;
   }
   out.value = *std::move(value);
-  out.refused = false;
   return out;
 }
 
@@ -199,36 +271,56 @@ class TermCore : public std::enable_shared_from_this<TermCore> {
   TermCore(Runtime& runtime, TermCoreOptions options)
       : runtime_(runtime),
         options_(std::move(options)),
-        source_(options_.fetcher->Describe()),
+        source_(Describe(*options_.fetcher)),
         rng_(std::random_device{}()) {
     status_.name = options_.name;
     status_.source = source_;
+  }
+
+  // Waiters left behind (a fetcher that dropped its callback at shutdown) hear Cancelled.
+  ~TermCore() {
+    absl::Status cancelled = Cancelled();
+    for (auto* list : {&current_waiters_, &next_waiters_}) {
+      for (auto& w : *list) w->Resolve(cancelled);
+    }
+    if (startup_waiter_ != nullptr) startup_waiter_->Resolve(cancelled);
   }
 
   // --- any thread ---
 
   // Queues the first fetch; `startup` (may be null) is told the first attempt's outcome.
   absl::Status Begin(std::shared_ptr<Waiter> startup) {
-    return runtime_.Post([self = shared_from_this(), startup = std::move(startup)]() mutable {
-      self->startup_waiter_ = std::move(startup);
-      self->RequestFetch(nullptr);
-    });
+    return runtime_.Post(
+        [self = shared_from_this(), startup = ResolveIfDropped(std::move(startup))]() mutable {
+          self->startup_waiter_ = startup.Release();
+          self->RequestFetch(nullptr);
+        });
   }
 
+  // Stops the term: after this returns no fetch starts, nothing is published, no listener
+  // or span runs, and no decode or validate hook starts (one already running finishes on the
+  // offload pool; its result is discarded).
   void Stop() {
     {
       MutexLock lock(&publish_mu_);
-      // Relaxed store under the lock: readers of stopped_ that must not publish after Stop
-      // read it under the same lock; the others (early exits) may see it late, harmlessly.
-      stopped_.store(true, std::memory_order_relaxed);
+      // release: pairs with the acquire loads in stopped() and in the offload jobs.
+      stopped_.store(true, std::memory_order_release);
     }
     if (runtime_.InControlThread()) {
       CancelWork();
       return;
     }
-    // The timer and the fetch are the control thread's to cancel. If the runtime no longer
-    // takes tasks, it has dropped its timers and cancelled its transfers already.
-    (void)runtime_.Post([self = shared_from_this()] { self->CancelWork(); });
+    // The timer, the fetch and the attempt's span are the control thread's: wait until it
+    // has dealt with them. Every control-thread step checks stopped() first, and this task
+    // runs after any step already queued, so nothing of this term runs after it. If the
+    // runtime no longer takes tasks, it has dropped its timers and cancelled its transfers.
+    auto cancelled = std::make_shared<Waiter>();
+    absl::Status posted =
+        runtime_.Post([self = shared_from_this(), done = ResolveIfDropped(cancelled)]() mutable {
+          self->CancelWork();
+          done.Release()->Resolve(absl::OkStatus());
+        });
+    if (posted.ok()) (void)cancelled->Wait(absl::InfiniteDuration());
   }
 
   void Refresh() {
@@ -236,24 +328,28 @@ class TermCore : public std::enable_shared_from_this<TermCore> {
   }
 
   absl::Status RefreshNow(absl::Duration timeout) {
-    if (runtime_.InControlThread()) {
+    if (runtime_.InControlThread() || runtime_.InOffloadPool()) {
       return absl::FailedPreconditionError(absl::StrCat(
           "remote term '", options_.name,
-          "': RefreshNow on the runtime's control thread would wait for itself; use Refresh()"));
+          "': RefreshNow on the runtime's control thread or offload pool would wait for "
+          "itself; use Refresh()"));
     }
     auto waiter = std::make_shared<Waiter>();
     absl::Status posted =
-        runtime_.Post([self = shared_from_this(), waiter] { self->RequestFetch(waiter); });
+        runtime_.Post([self = shared_from_this(), request = ResolveIfDropped(waiter)]() mutable {
+          self->RequestFetch(request.Release());
+        });
     if (!posted.ok()) {
       return absl::CancelledError(
           absl::StrCat("remote term '", options_.name, "': the runtime is shutting down"));
     }
-    if (!waiter->done.WaitForNotificationWithTimeout(timeout)) {
+    std::optional<absl::Status> outcome = waiter->Wait(timeout);
+    if (!outcome.has_value()) {
       return absl::DeadlineExceededError(
           absl::StrCat("remote term '", options_.name, "': no outcome within ",
                        DurationText(timeout), "; the fetch goes on"));
     }
-    return waiter->status;
+    return *std::move(outcome);
   }
 
   TermStatus Status() const {
@@ -300,12 +396,30 @@ class TermCore : public std::enable_shared_from_this<TermCore> {
     std::unique_ptr<SpanScope> span;
     uint64_t bytes_received = 0;
     uint64_t bytes_decoded = 0;
+    // The source's own schedule for the next fetch (cache headers, Retry-After).
     std::optional<fetchers::RefreshDecision> hint;
+    // The fetch itself failed (the source answered with an error): its hint is a Retry-After.
+    // After a failure in keel's pipeline (decode, validate, caps), the hint was meant for a
+    // success and backoff applies instead.
+    bool source_failed = false;
   };
 
   bool stopped() const {
-    // Relaxed: an early exit only; see Stop().
-    return stopped_.load(std::memory_order_relaxed);
+    // acquire: pairs with the release store in Stop().
+    return stopped_.load(std::memory_order_acquire);
+  }
+
+  absl::Status Cancelled() const {
+    return absl::CancelledError(absl::StrCat("remote term '", options_.name, "' was stopped"));
+  }
+
+  // The fetcher's Describe(), Fetch() and Cancel() are user code: what they throw is caught.
+  static std::string Describe(const fetchers::Fetcher& fetcher) {
+    try {
+      return fetcher.Describe();
+    } catch (...) {
+      return "<a fetcher whose Describe() threw>";
+    }
   }
 
   // --- control thread ---
@@ -313,25 +427,32 @@ class TermCore : public std::enable_shared_from_this<TermCore> {
   void CancelWork() {
     if (timer_.has_value()) runtime_.Cancel(*timer_);
     timer_.reset();
-    if (in_flight_) options_.fetcher->Cancel(runtime_);
-    absl::Status cancelled =
-        absl::CancelledError(absl::StrCat("remote term '", options_.name, "' was stopped"));
+    if (in_flight_) {
+      try {
+        options_.fetcher->Cancel(runtime_);
+      } catch (const std::exception& e) {
+        Log().error("remote term '{}': the fetcher's Cancel() threw: {}", options_.name, e.what());
+      } catch (...) {
+        Log().error("remote term '{}': the fetcher's Cancel() threw", options_.name);
+      }
+    }
+    absl::Status cancelled = Cancelled();
+    if (attempt_state_.span != nullptr) {
+      attempt_state_.span->SetOutcome("failed");
+      attempt_state_.span->AddAttribute("error", cancelled.ToString());
+      attempt_state_.span.reset();  // emits, now rather than whenever the core goes
+    }
     for (auto* list : {&current_waiters_, &next_waiters_}) {
-      for (auto& w : *list) Notify(*w, cancelled);
+      for (auto& w : *list) w->Resolve(cancelled);
       list->clear();
     }
-    if (startup_waiter_ != nullptr) Notify(*startup_waiter_, cancelled);
+    if (startup_waiter_ != nullptr) startup_waiter_->Resolve(cancelled);
     startup_waiter_.reset();
-  }
-
-  static void Notify(Waiter& waiter, absl::Status status) {
-    waiter.status = std::move(status);
-    waiter.done.Notify();
   }
 
   void RequestFetch(std::shared_ptr<Waiter> waiter) {
     if (stopped()) {
-      if (waiter != nullptr) Notify(*waiter, absl::CancelledError("the term was stopped"));
+      if (waiter != nullptr) waiter->Resolve(Cancelled());
       return;
     }
     if (in_flight_) {
@@ -362,10 +483,33 @@ class TermCore : public std::enable_shared_from_this<TermCore> {
     request.policy.max_interval = options_.max_refresh;
     request.policy.honor_cache_headers = options_.honor_cache_headers;
     request.wall_now = absl::Now();
-    options_.fetcher->Fetch(runtime_, request,
-                            [self = shared_from_this(), attempt](fetchers::FetchResult result) {
-                              self->OnFetched(attempt, std::move(result));
-                            });
+    {
+      MutexLock lock(&status_mu_);
+      status_.next_refresh.reset();
+      status_.next_refresh_reason = "fetching";
+    }
+    // Set when the fetcher answers: a fetcher that throws after answering, or answers after
+    // throwing, is answered once. Control thread only, as the callback.
+    auto answered = std::make_shared<bool>(false);
+    try {
+      options_.fetcher->Fetch(
+          runtime_, request,
+          [self = shared_from_this(), attempt, answered](fetchers::FetchResult result) {
+            if (*answered) return;
+            *answered = true;
+            self->OnFetched(attempt, std::move(result));
+          });
+    } catch (const std::exception& e) {
+      if (!*answered) {
+        *answered = true;
+        Fail(attempt, absl::InternalError(absl::StrCat("the fetcher's Fetch() threw: ", e.what())));
+      }
+    } catch (...) {
+      if (!*answered) {
+        *answered = true;
+        Fail(attempt, absl::InternalError("the fetcher's Fetch() threw"));
+      }
+    }
   }
 
   void OnFetched(uint64_t attempt, fetchers::FetchResult result) {
@@ -373,7 +517,14 @@ class TermCore : public std::enable_shared_from_this<TermCore> {
     attempt_state_.bytes_received = result.bytes_received;
     attempt_state_.hint = std::move(result.next_refresh);
     if (!result.status.ok()) {
+      attempt_state_.source_failed = true;
       Fail(attempt, std::move(result.status));
+      return;
+    }
+    if (result.not_modified && !has_value_) {
+      Fail(attempt, absl::InvalidArgumentError(
+                        "the source answered \"not modified\" but the term holds no value (a "
+                        "fetcher that answers not_modified to a request without validators)"));
       return;
     }
     if (result.not_modified) {
@@ -386,12 +537,22 @@ class TermCore : public std::enable_shared_from_this<TermCore> {
       Finish(Outcome::kNotModified, absl::OkStatus());
       return;
     }
+    // A rollback is refused before anything is decoded.
+    if (!options_.allow_older && result.modified.has_value() && published_.modified.has_value() &&
+        *result.modified < *published_.modified) {
+      Fail(attempt, absl::FailedPreconditionError(absl::StrCat(
+                        "the source's value (modified ", absl::FormatTime(*result.modified),
+                        ") is older than the published one (modified ",
+                        absl::FormatTime(*published_.modified),
+                        "); not installed (set allow_older to accept rollbacks)")));
+      return;
+    }
     auto body = std::make_shared<std::string>(std::move(result.body));
     auto meta = std::make_shared<fetchers::FetchResult>(std::move(result));
     absl::Status started = runtime_.OffloadThen<Processed>(
         [self = shared_from_this(), body, published_hash = published_.hash, refusal = refusal_] {
-          return ProcessBytes(*body, self->options_, published_hash, refusal,
-                              self->options_.decode);
+          return ProcessBytes(*body, self->options_, published_hash, refusal, self->options_.decode,
+                              self->stopped_);
         },
         [self = shared_from_this(), attempt, body, meta](absl::StatusOr<Processed> processed) {
           if (!processed.ok()) {
@@ -409,7 +570,13 @@ class TermCore : public std::enable_shared_from_this<TermCore> {
 
   void OnProcessed(uint64_t attempt, Processed processed, std::string raw,
                    fetchers::FetchResult meta) {
-    if (stopped() || attempt != attempt_) return;
+    if (stopped() || attempt != attempt_) {
+      // A large value is freed on the pool, not here, where it would delay every timer.
+      if (processed.value != nullptr) {
+        (void)runtime_.Offload([value = std::move(processed.value)]() mutable { value.reset(); });
+      }
+      return;
+    }
     attempt_state_.bytes_decoded = processed.decoded_bytes;
     if (processed.refused) refusal_ = Refusal{processed.hash, processed.status};
     if (!processed.status.ok()) {
@@ -421,16 +588,13 @@ class TermCore : public std::enable_shared_from_this<TermCore> {
       // validators so that the next request can be conditional.
       published_.validators = meta.validators;
       published_.modified = meta.modified.has_value() ? meta.modified : published_.modified;
+      published_.version = VersionOf(published_.validators, processed.hash);
+      {
+        MutexLock lock(&status_mu_);
+        status_.version = published_.version;
+        status_.modified = published_.modified;
+      }
       Finish(Outcome::kNotModified, absl::OkStatus());
-      return;
-    }
-    if (!options_.allow_older && meta.modified.has_value() && published_.modified.has_value() &&
-        *meta.modified < *published_.modified) {
-      Fail(attempt, absl::FailedPreconditionError(absl::StrCat(
-                        "the source's value (modified ", absl::FormatTime(*meta.modified),
-                        ") is older than the published one (modified ",
-                        absl::FormatTime(*published_.modified),
-                        "); not installed (set allow_older to accept rollbacks)")));
       return;
     }
     Published next;
@@ -458,12 +622,21 @@ class TermCore : public std::enable_shared_from_this<TermCore> {
     published_ = std::move(published);
     refusal_.reset();
     {
+      // The status agrees with Read() from here on; Finish completes it (the attempt's
+      // counters, the schedule) once the disk copy is saved.
       MutexLock status_lock(&status_mu_);
+      Instant now = runtime_.Now();
       status_.version = published_.version;
       status_.modified = published_.modified;
       status_.from_disk = from_disk;
-      status_.last_update = runtime_.Now();
+      status_.last_update = now;
       ++status_.updates;
+      if (!from_disk) {
+        status_.last_success = now;
+        status_.last_error = absl::OkStatus();
+        status_.consecutive_failures = 0;
+      }
+      status_.state = from_disk ? TermState::kStale : TermState::kFresh;
     }
     std::vector<std::shared_ptr<const ErasedListener>> listeners;
     {
@@ -541,10 +714,10 @@ class TermCore : public std::enable_shared_from_this<TermCore> {
     }
 
     absl::Status outcome_status = outcome == Outcome::kFailed ? error : absl::OkStatus();
-    for (auto& w : current_waiters_) Notify(*w, outcome_status);
+    for (auto& w : current_waiters_) w->Resolve(outcome_status);
     current_waiters_.clear();
     if (startup_waiter_ != nullptr) {
-      Notify(*startup_waiter_, has_value_ ? absl::OkStatus() : outcome_status);
+      startup_waiter_->Resolve(has_value_ ? absl::OkStatus() : outcome_status);
       startup_waiter_.reset();
     }
 
@@ -561,23 +734,27 @@ class TermCore : public std::enable_shared_from_this<TermCore> {
   fetchers::RefreshDecision NextDelay(Outcome outcome, uint32_t failures) {
     std::uniform_real_distribution<double> unit(0.0, 1.0);
     if (outcome == Outcome::kFailed) {
-      if (attempt_state_.hint.has_value() && options_.honor_cache_headers) {
-        // The source said when to come back (Retry-After): no jitter, the server chose.
-        fetchers::RefreshDecision hint = *attempt_state_.hint;
-        hint.delay = std::clamp(hint.delay, options_.min_refresh, options_.max_refresh);
-        return hint;
-      }
-      // backoff_initial * 2^(failures - 1), capped; the shift is bounded so it cannot
-      // overflow, and the cap holds after it.
+      // backoff_initial * 2^(failures - 1), capped; the doubling stops at the cap, so it
+      // cannot overflow.
       absl::Duration backoff = options_.backoff_initial;
       for (uint32_t i = 1; i < failures && backoff < options_.backoff_max; ++i) backoff *= 2;
       backoff = std::min(backoff, options_.backoff_max);
       // Whole milliseconds, the timer wheel's tick, so that the status's next_refresh is
       // the instant the timer fires.
-      absl::Duration delay =
-          absl::Trunc(backoff * (1.0 - options_.jitter * unit(rng_)), absl::Milliseconds(1));
-      return {delay, absl::StrCat("backoff ", DurationText(backoff), " after ", failures,
-                                  failures == 1 ? " failure" : " failures")};
+      fetchers::RefreshDecision next{
+          absl::Trunc(backoff * (1.0 - options_.jitter * unit(rng_)), absl::Milliseconds(1)),
+          absl::StrCat("backoff ", DurationText(backoff), " after ", failures,
+                       failures == 1 ? " failure" : " failures")};
+      // The source said when to come back (Retry-After on a 429 or 503): not sooner than
+      // that, and not sooner than the backoff either (a "Retry-After: 0" does not make keel
+      // hammer a failing server).
+      if (attempt_state_.source_failed && attempt_state_.hint.has_value() &&
+          options_.honor_cache_headers) {
+        absl::Duration asked =
+            std::clamp(attempt_state_.hint->delay, options_.min_refresh, options_.max_refresh);
+        if (asked >= next.delay) next = {asked, attempt_state_.hint->reason};
+      }
+      return next;
     }
     fetchers::RefreshDecision base{options_.refresh, "interval"};
     if (attempt_state_.hint.has_value() && options_.honor_cache_headers) {
@@ -641,7 +818,10 @@ class TermCore : public std::enable_shared_from_this<TermCore> {
     Finish(Outcome::kUpdated, absl::OkStatus());
   }
 
-  void LoadLastKnownGood(uint64_t attempt, absl::Status fetch_error) {
+  void LoadLastKnownGood(uint64_t attempt, absl::Status fetch_error_in) {
+    // Shared by the completion and the error path below: the completion is built (and owns
+    // its captures) before OffloadThen can fail.
+    auto fetch_error = std::make_shared<absl::Status>(std::move(fetch_error_in));
     struct Loaded {
       absl::Status status;
       LastKnownGood copy;
@@ -658,16 +838,18 @@ class TermCore : public std::enable_shared_from_this<TermCore> {
           }
           loaded.copy = *std::move(copy);
           loaded.processed = ProcessBytes(loaded.copy.body, self->options_, std::nullopt,
-                                          std::nullopt, self->options_.decode);
+                                          std::nullopt, self->options_.decode, self->stopped_);
           loaded.status = loaded.processed.status;
           loaded.copy.body.clear();
           return loaded;
         },
-        [self = shared_from_this(), attempt,
-         fetch_error = std::move(fetch_error)](absl::StatusOr<Loaded> loaded) mutable {
-          self->OnLastKnownGoodLoaded(attempt, std::move(loaded), std::move(fetch_error));
+        [self = shared_from_this(), attempt, fetch_error](absl::StatusOr<Loaded> loaded) {
+          self->OnLastKnownGoodLoaded(attempt, std::move(loaded), *fetch_error);
         });
-    if (!started.ok()) Finish(Outcome::kFailed, std::move(fetch_error));
+    if (!started.ok()) {
+      disk_copy_tried_ = false;  // not tried: the next failure tries again
+      Finish(Outcome::kFailed, *fetch_error);
+    }
   }
 
   template <class Loaded>
@@ -735,11 +917,11 @@ absl::StatusOr<std::shared_ptr<TermCore>> StartTermCore(Runtime& runtime, TermCo
   absl::Status valid = CheckOptions(options);
   if (!valid.ok()) return valid;
   bool blocking = options.startup == TermStartup::kBlocking;
-  if (blocking && runtime.InControlThread()) {
+  if (blocking && (runtime.InControlThread() || runtime.InOffloadPool())) {
     return absl::FailedPreconditionError(
         absl::StrCat("remote term '", options.name,
-                     "': a blocking Start on the runtime's control thread would wait for "
-                     "itself; use startup = TermStartup::kLazy"));
+                     "': a blocking Start on the runtime's control thread or offload pool would "
+                     "wait for itself; use startup = TermStartup::kLazy"));
   }
   auto core = std::make_shared<TermCore>(runtime, std::move(options));
   std::shared_ptr<Waiter> startup = blocking ? std::make_shared<Waiter>() : nullptr;
@@ -750,17 +932,17 @@ absl::StatusOr<std::shared_ptr<TermCore>> StartTermCore(Runtime& runtime, TermCo
                                                    "': cannot start: ", begun.message()));
   }
   if (!blocking) return core;
-  if (!startup->done.WaitForNotificationWithTimeout(core->startup_timeout())) {
+  std::optional<absl::Status> first = startup->Wait(core->startup_timeout());
+  if (!first.has_value()) {
     core->Stop();
     return absl::DeadlineExceededError(absl::StrCat("remote term '", core->name(),
                                                     "': no value within the startup timeout of ",
                                                     DurationText(core->startup_timeout())));
   }
-  if (!startup->status.ok()) {
+  if (!first->ok()) {
     core->Stop();
-    return absl::Status(startup->status.code(),
-                        absl::StrCat("remote term '", core->name(),
-                                     "': first fetch failed: ", startup->status.message()));
+    return absl::Status(first->code(), absl::StrCat("remote term '", core->name(),
+                                                    "': first fetch failed: ", first->message()));
   }
   return core;
 }

@@ -81,8 +81,8 @@ void StaticSource::Release() {
   for (Held& h : held) {
     FetchResult result = Answer(h.request);
     // The callback runs on the fetch's control thread, as the Fetcher contract requires. A
-    // runtime that no longer accepts tasks destroys the callback unrun, which is what a term
-    // that stopped expects.
+    // runtime that no longer accepts tasks destroys the callback unrun (and with it whatever
+    // it keeps alive), which is what a term that stopped expects.
     (void)h.runtime->Post([done = std::move(h.done), result = std::move(result)]() mutable {
       done(std::move(result));
     });

@@ -208,8 +208,10 @@ TEST_F(RemoteTermTest, StartRefusesInvalidOptionsSayingWhatWasExpected) {
   expect_invalid([](O& o) { o.name = ""; }, "name must not be empty");
   expect_invalid([](O& o) { o.fetcher = nullptr; }, "fetcher is required");
   expect_invalid([](O& o) { o.decode = nullptr; }, "decode is required");
-  expect_invalid([](O& o) { o.refresh = absl::Milliseconds(-5); }, "refresh must be > 0");
+  expect_invalid([](O& o) { o.refresh = absl::Milliseconds(-5); }, "refresh must be >= 1ms");
+  expect_invalid([](O& o) { o.refresh = absl::Microseconds(500); }, "refresh must be >= 1ms");
   expect_invalid([](O& o) { o.min_refresh = absl::Minutes(1); }, "min_refresh must be in");
+  expect_invalid([](O& o) { o.min_refresh = absl::ZeroDuration(); }, "min_refresh must be in");
   expect_invalid([](O& o) { o.max_refresh = absl::Seconds(2); }, "max_refresh must be >=");
   expect_invalid([](O& o) { o.jitter = 1.0; }, "jitter must be in [0, 1)");
   expect_invalid([](O& o) { o.jitter = std::nan(""); }, "jitter must be in [0, 1)");
@@ -218,6 +220,11 @@ TEST_F(RemoteTermTest, StartRefusesInvalidOptionsSayingWhatWasExpected) {
   expect_invalid([](O& o) { o.startup_timeout = absl::ZeroDuration(); }, "startup_timeout");
   expect_invalid([](O& o) { o.max_fetched_bytes = 0; }, "max_fetched_bytes");
   expect_invalid([](O& o) { o.fetcher = fetchers::File(""); }, "file path is empty");
+  expect_invalid(
+      [](O& o) {
+        o.fetcher = fetchers::File({.path = "/x", .stamp_trust_window = absl::Seconds(-1)});
+      },
+      "stamp_trust_window must be >= 0");
 }
 
 TEST_F(RemoteTermTest, BlockingStartOnTheControlThreadIsRefused) {
@@ -336,6 +343,142 @@ TEST_F(RemoteTermTest, ADecodeHookThatThrowsFailsTheUpdateOnly) {
   EXPECT_EQ(outcome.code(), absl::StatusCode::kInternal);
   EXPECT_THAT(outcome.message(), HasSubstr("parser exploded"));
   EXPECT_EQ(ValueOf(*term), "v1");
+}
+
+// A user fetcher with scripted answers; it can throw from Fetch or answer "not modified".
+class ScriptedFetcher final : public fetchers::Fetcher {
+ public:
+  enum class Step { kThrow, kNotModified, kValue };
+  explicit ScriptedFetcher(std::vector<Step> steps) : steps_(std::move(steps)) {}
+  std::string Describe() const override { return "scripted"; }
+  void Fetch(Runtime&, const fetchers::FetchRequest&, fetchers::FetchCallback done) override {
+    Step step = next_ < steps_.size() ? steps_[next_] : Step::kValue;
+    ++next_;
+    fetchers::FetchResult result;
+    switch (step) {
+      case Step::kThrow:
+        throw std::runtime_error("scripted failure");
+      case Step::kNotModified:
+        result.not_modified = true;
+        break;
+      case Step::kValue:
+        result.body = absl::StrCat("v", next_);
+        result.validators.version = absl::StrCat("scripted:", next_);
+        break;
+    }
+    done(std::move(result));
+  }
+
+ private:
+  std::vector<Step> steps_;
+  size_t next_ = 0;
+};
+
+TEST_F(RemoteTermTest, AFetcherThatThrowsFailsThatAttemptAndTheTermCarriesOn) {
+  using Step = ScriptedFetcher::Step;
+  auto options = Options(std::make_shared<StaticSource>());
+  options.fetcher = std::make_unique<ScriptedFetcher>(std::vector<Step>{Step::kThrow});
+  options.startup = TermStartup::kLazy;
+  auto term = StartOk(std::move(options));
+  ASSERT_NE(term, nullptr);
+  Span failed = spans_->Await(1);
+  EXPECT_EQ(failed.outcome, "failed");
+  EXPECT_THAT(std::string(failed.Attribute("error")), HasSubstr("scripted failure"));
+  EXPECT_EQ(term->status().state, TermState::kFailed);
+  EXPECT_TRUE(term->RefreshNow().ok());  // not wedged: the next fetch runs
+  EXPECT_EQ(ValueOf(*term), "v2");
+}
+
+TEST_F(RemoteTermTest, NotModifiedWithoutAValueIsAnErrorNotAnEmptyStart) {
+  using Step = ScriptedFetcher::Step;
+  auto options = Options(std::make_shared<StaticSource>());
+  options.fetcher = std::make_unique<ScriptedFetcher>(std::vector<Step>{Step::kNotModified});
+  auto term = RemoteTerm<std::string>::Start(*runtime_, std::move(options));
+  ASSERT_FALSE(term.ok());
+  EXPECT_EQ(term.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(term.status().message(), HasSubstr("holds no value"));
+}
+
+TEST_F(RemoteTermTest, APipelineFailureAfterASuccessfulFetchBacksOffDespiteCacheHeaders) {
+  // A body the term refuses, served with "max-age=0": the hint was meant for a good body, so
+  // the term backs off instead of refetching the bad body at min_refresh forever.
+  auto source = std::make_shared<StaticSource>("v1");
+  auto term = StartOk(Options(source));
+  ASSERT_NE(term, nullptr);
+  source->SuggestNextRefresh(fetchers::RefreshDecision{absl::ZeroDuration(), "max-age 0s"});
+  source->Set("garbage");
+  EXPECT_FALSE(term->RefreshNow().ok());
+  EXPECT_EQ(UntilNextRefresh(*term), absl::Seconds(1));
+  EXPECT_THAT(term->status().next_refresh_reason, HasSubstr("backoff"));
+  source->Set("garbage!");
+  EXPECT_FALSE(term->RefreshNow().ok());
+  EXPECT_EQ(UntilNextRefresh(*term), absl::Seconds(2));
+}
+
+TEST_F(RemoteTermTest, ARetryAfterShorterThanTheBackoffDoesNotShortenIt) {
+  auto source = std::make_shared<StaticSource>("v1");
+  auto term = StartOk(Options(source));
+  ASSERT_NE(term, nullptr);
+  source->SuggestNextRefresh(fetchers::RefreshDecision{absl::ZeroDuration(), "retry-after 0s"});
+  source->Fail(absl::UnavailableError("HTTP 503"));
+  for (absl::Duration expected : {absl::Seconds(1), absl::Seconds(2), absl::Seconds(4)}) {
+    EXPECT_FALSE(term->RefreshNow().ok());
+    EXPECT_EQ(UntilNextRefresh(*term), expected);
+  }
+}
+
+TEST_F(RemoteTermTest, BlockingCallsFromTheOffloadPoolAreRefused) {
+  auto source = std::make_shared<StaticSource>("v1");
+  auto term = StartOk(Options(source));
+  ASSERT_NE(term, nullptr);
+  absl::Status refresh, start;
+  internal::Notification done;
+  ASSERT_TRUE(runtime_
+                  ->Offload([&] {
+                    refresh = term->RefreshNow();
+                    start = RemoteTerm<std::string>::Start(*runtime_, Options(source)).status();
+                    done.Notify();
+                  })
+                  .ok());
+  done.WaitForNotification();
+  EXPECT_EQ(refresh.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(start.code(), absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_F(RemoteTermTest, AfterTheDestructorReturnsNoHookOrSpanRuns) {
+  // Property: destroying a term while its update waits for the offload pool means its decode
+  // hook never starts and no span is emitted later.
+  auto source = std::make_shared<StaticSource>("v1");
+  auto options = Options(source);
+  auto decodes = std::make_shared<std::atomic<int>>(0);
+  options.decode = [decodes](std::string_view bytes) {
+    ++*decodes;
+    return DecodeV(bytes);
+  };
+  auto term = StartOk(std::move(options));
+  ASSERT_NE(term, nullptr);
+  // Occupy both offload threads so that the next decode waits in the queue.
+  internal::Notification release;
+  std::atomic<int> busy{0};
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_TRUE(runtime_
+                    ->Offload([&] {
+                      ++busy;
+                      release.WaitForNotification();
+                    })
+                    .ok());
+  }
+  WaitUntil([&] { return busy.load() == 2; });
+  source->Set("v2");
+  term->Refresh();
+  ASSERT_TRUE(runtime_->Sync(absl::Seconds(10)).ok());  // fetched; the decode job is queued
+  size_t spans_before = spans_->size();
+  term.reset();
+  release.Notify();
+  ASSERT_TRUE(runtime_->Sync(absl::Seconds(10)).ok());
+  ASSERT_TRUE(runtime_->Shutdown().ok());  // every queued job and completion has run
+  EXPECT_EQ(decodes->load(), 1);
+  EXPECT_EQ(spans_->size(), spans_before + 1);  // the stopped attempt's own span, at Stop
 }
 
 TEST_F(RemoteTermTest, AnUnchangedSourceIsNotModifiedAndNothingIsRepublished) {
@@ -796,6 +939,12 @@ TEST_F(LastKnownGoodTest, EachUpdateReplacesTheCopy) {
   auto term = StartOk(WithCopy(source));
   ASSERT_NE(term, nullptr);
   AwaitCopy(*term);
+  // Owner-only (the bytes may have been fetched with credentials), and no temporary left.
+  EXPECT_EQ(std::filesystem::status(path_).permissions() & std::filesystem::perms::all,
+            std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+  EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir_),
+                          std::filesystem::directory_iterator()),
+            1);
   source->Set("v2");
   ASSERT_TRUE(term->RefreshNow().ok());
   term.reset();
@@ -842,7 +991,10 @@ class FileFetcherTest : public RemoteTermTest {
 
 TEST_F(FileFetcherTest, VersionIsMtimeSizeAndHashAndAnUntouchedFileIsNotRead) {
   Write("v1", 1000);
-  auto term = StartOk(FileOptions());
+  auto options = FileOptions();
+  // The test's file was just written, so its change time is recent: trust it anyway.
+  options.fetcher = fetchers::File({.path = path_, .stamp_trust_window = absl::ZeroDuration()});
+  auto term = StartOk(std::move(options));
   ASSERT_NE(term, nullptr);
   EXPECT_EQ(ValueOf(*term), "v1");
   std::string version = term->status().version;
@@ -884,6 +1036,35 @@ TEST_F(FileFetcherTest, FileErrorsHaveTheirCodesAndNameThePath) {
   ASSERT_FALSE(big.ok());
   EXPECT_EQ(big.status().code(), absl::StatusCode::kResourceExhausted);
   EXPECT_THAT(big.status().message(), HasSubstr("5000 bytes"));
+}
+
+TEST_F(FileFetcherTest, AFreshlyWrittenFileIsReadAgainUntilItsStampCanBeTrusted) {
+  Write("v1", 1000);
+  auto term = StartOk(FileOptions());  // the default two-second window
+  ASSERT_NE(term, nullptr);
+  ASSERT_TRUE(term->RefreshNow().ok());
+  Span again = spans_->Await(2);
+  EXPECT_EQ(again.outcome, "not_modified");           // the content hash says so
+  EXPECT_EQ(again.Attribute("bytes_received"), "2");  // but the file was read
+}
+
+TEST_F(FileFetcherTest, ASameSizeRewriteWithTheSameMtimeIsSeen) {
+  Write("v1", 1000);
+  auto options = FileOptions();
+  options.fetcher = fetchers::File({.path = path_, .stamp_trust_window = absl::ZeroDuration()});
+  auto term = StartOk(std::move(options));
+  ASSERT_NE(term, nullptr);
+  Write("v2", 1000);  // same size, same mtime: a new inode (rename) and change time
+  ASSERT_TRUE(term->RefreshNow().ok());
+  EXPECT_EQ(ValueOf(*term), "v2");
+}
+
+TEST_F(FileFetcherTest, AFifoIsRefusedWithoutBlocking) {
+  ASSERT_EQ(::mkfifo(path_.c_str(), 0600), 0);
+  auto term = RemoteTerm<std::string>::Start(*runtime_, FileOptions());
+  ASSERT_FALSE(term.ok());
+  EXPECT_EQ(term.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(term.status().message(), HasSubstr("not a regular file"));
 }
 
 TEST_F(FileFetcherTest, AFileThatDisappearsLeavesTheLastGoodValue) {

@@ -158,6 +158,8 @@ class Runtime {
 
   // True on this runtime's control thread.
   bool InControlThread() const noexcept;
+  // True on one of this runtime's offload-pool threads (inside an offload job).
+  bool InOffloadPool() const noexcept;
 
   Clock& clock() const noexcept;
   Instant Now() const noexcept { return clock().Now(); }

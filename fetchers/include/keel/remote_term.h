@@ -135,15 +135,15 @@ enum class TermStartup {
 template <class T>
 struct RemoteTermOptions {
   // The term's name, for logs, status and spans. Required.
-  std::string name;
+  std::string name = {};
   // Where the bytes come from. Required.
-  std::unique_ptr<fetchers::Fetcher> fetcher;
+  std::unique_ptr<fetchers::Fetcher> fetcher = {};
   // Turns the (inflated) bytes into a value; an error keeps the last good value. Required.
   // Runs on the offload pool, one call at a time.
-  absl::AnyInvocable<absl::StatusOr<T>(std::string_view bytes)> decode;
+  absl::AnyInvocable<absl::StatusOr<T>(std::string_view bytes)> decode = {};
   // Checks a decoded value before it is published; an error keeps the last good value.
   // Optional. Runs on the offload pool after decode.
-  absl::AnyInvocable<absl::Status(const T& value)> validate;
+  absl::AnyInvocable<absl::Status(const T& value)> validate = {};
 
   // The refresh interval, and the bounds on every delay after a success.
   absl::Duration refresh = absl::Minutes(1);
@@ -171,7 +171,7 @@ struct RemoteTermOptions {
   // Where to keep the last-known-good copy (the raw bytes and validators of the last value
   // published), written after each update; "" for none. At start, when the first fetch
   // fails, the term starts from this copy and reports itself stale.
-  std::string last_known_good_path;
+  std::string last_known_good_path = {};
   // Install values whose modification time is older than the published one's (a rollback
   // at the source). Off by default: such a value is an error and is not installed.
   bool allow_older = false;

@@ -66,11 +66,11 @@ namespace keel::fetchers {
 struct HttpOptions {
   // The http:// or https:// URL to GET, with a host. No credentials in it (`user:pass@`):
   // the URL appears in logs and error messages; send them in a header instead.
-  std::string url;
+  std::string url = {};
   // Extra request headers, such as {"Authorization", "Bearer ..."}: names are RFC 9110
   // tokens, values have no CR, LF or NUL. `If-None-Match`, `If-Modified-Since` and
   // `Accept-Encoding` are keel's (from the term's validators and `request_gzip`) and refused.
-  std::vector<std::pair<std::string, std::string>> headers;
+  std::vector<std::pair<std::string, std::string>> headers = {};
   // Longest wait for the TCP (and TLS) connection; > 0 and finite.
   absl::Duration connect_timeout = absl::Seconds(10);
   // Longest time for the whole transfer, redirects included; > 0 and finite.
@@ -82,7 +82,7 @@ struct HttpOptions {
   // A CA bundle (PEM) to verify servers with, "" for the system's. It replaces libcurl's
   // default bundle file (CURLOPT_CAINFO); builds with a CA directory as well (Debian's
   // /etc/ssl/certs) keep trusting that one too. Must be a readable file.
-  std::string ca_file;
+  std::string ca_file = {};
   // Send `Accept-Encoding: gzip`; a gzip body is returned still compressed (see above).
   bool request_gzip = true;
 };

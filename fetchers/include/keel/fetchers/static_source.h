@@ -16,6 +16,10 @@
 //
 // Thread safety: `StaticSource` is thread-safe; tests call it from any thread while the
 // term's control thread fetches from it.
+//
+// Lifetime: a held fetch keeps its callback (and so its term's internals) until Release(),
+// StopHolding() or the term's destruction cancels it; release held fetches before the runtime
+// shuts down, or destroy the term first. Release() needs the fetch's runtime to still exist.
 #ifndef KEEL_FETCHERS_STATIC_SOURCE_H_
 #define KEEL_FETCHERS_STATIC_SOURCE_H_
 
