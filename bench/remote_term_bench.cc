@@ -29,13 +29,15 @@
 //                              How many a reader frees depends on scheduling: when the
 //                              republisher runs while the readers are descheduled, it frees
 //                              the old value itself.
-// The term's pipeline does more work per republish than the peer's (three 64 MB copies and a
-// hash against one copy), so it competes harder with the readers for the CPU and memory bus.
+// The term's republish does more work than the peer's (three 64 MB copies and a hash against
+// one copy: the driver's new bytes, StaticSource's answer, which copies what it holds, and
+// this file's decode hook, which copies the bytes into the Value; keel's own pipeline copies
+// nothing and hashes once), so it competes harder with the readers for the CPU and memory bus.
 // Republishing is paced at one every 10 ms, start to start; when a republish takes longer, the
 // next starts at once (counter republish_ms: the mean period achieved). On the development
 // machine (a 2-vCPU VM) no 64 MB republish fits in 10 ms: a copy of 64 MB into freshly
 // allocated memory alone takes about 40 ms there (page faults), so the peer republishes about
-// every 80-100 ms and the term, whose pipeline makes three such copies, every 150-400 ms; the
+// every 80-100 ms and the term, with three such copies, every 150-400 ms; the
 // rows then measure reads under back-to-back republishing, and the republishes counter says
 // how many the run saw. The driver, the runtime's threads, the reclaimer and two reader
 // threads share the cores.

@@ -17,6 +17,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "content_hash.h"
+#include "posix_io.h"
 
 namespace keel::fetchers {
 namespace {
@@ -30,20 +31,6 @@ struct FileStamp {
   uint64_t ino = 0;
   int64_t ctime_ns = 0;
 };
-
-absl::Status ErrnoStatus(int err, const std::string& what) {
-  std::string message = absl::StrCat(what, ": ", std::strerror(err));
-  switch (err) {
-    case ENOENT:
-    case ENOTDIR:
-      return absl::NotFoundError(message);
-    case EACCES:
-    case EPERM:
-      return absl::PermissionDeniedError(message);
-    default:
-      return absl::UnavailableError(message);
-  }
-}
 
 FileStamp StampOf(const struct stat& st) {
   return FileStamp{int64_t{st.st_mtim.tv_sec} * 1000000000 + st.st_mtim.tv_nsec,
@@ -77,7 +64,7 @@ FetchResult ReadFile(const FileOptions& options, const Validators& known, uint64
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) {
     int err = errno;
-    result.status = ErrnoStatus(err, absl::StrCat("cannot open ", path));
+    result.status = internal::ErrnoToStatus(err, absl::StrCat("cannot open ", path));
     return result;
   }
   struct FdCloser {
@@ -87,7 +74,7 @@ FetchResult ReadFile(const FileOptions& options, const Validators& known, uint64
   struct stat before;
   if (::fstat(fd, &before) != 0) {
     int err = errno;
-    result.status = ErrnoStatus(err, absl::StrCat("cannot stat ", path));
+    result.status = internal::ErrnoToStatus(err, absl::StrCat("cannot stat ", path));
     return result;
   }
   if (S_ISDIR(before.st_mode)) {
@@ -114,25 +101,21 @@ FetchResult ReadFile(const FileOptions& options, const Validators& known, uint64
   }
   std::string body;
   body.resize(stamp.size);
-  size_t got = 0;
-  while (got < body.size()) {
-    ssize_t n = ::read(fd, body.data() + got, body.size() - got);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      int err = errno;
-      result.status = ErrnoStatus(err, absl::StrCat("cannot read ", path));
-      return result;
-    }
-    if (n == 0) break;  // shorter than its size said: caught by the check below
-    got += static_cast<size_t>(n);
+  ssize_t read = internal::ReadUpTo(fd, body.data(), body.size());
+  if (read < 0) {
+    int err = errno;
+    result.status = internal::ErrnoToStatus(err, absl::StrCat("cannot read ", path));
+    return result;
   }
+  // Shorter than its size said: caught by the check below.
+  size_t got = static_cast<size_t>(read);
   // One more byte would mean the file grew while being read.
   char extra;
   ssize_t more = got == body.size() ? ::read(fd, &extra, 1) : 0;
   struct stat after;
   if (::fstat(fd, &after) != 0) {
     int err = errno;
-    result.status = ErrnoStatus(err, absl::StrCat("cannot stat ", path));
+    result.status = internal::ErrnoToStatus(err, absl::StrCat("cannot stat ", path));
     return result;
   }
   if (got != body.size() || more > 0 || !SameStamp(StampOf(after), stamp)) {

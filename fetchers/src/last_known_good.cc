@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "content_hash.h"
+#include "posix_io.h"
 
 namespace keel::internal {
 namespace {
@@ -69,13 +70,6 @@ class Reader {
  private:
   std::string_view left_;
 };
-
-absl::Status ErrnoError(const std::string& what, int err) {
-  std::string message = absl::StrCat(what, ": ", std::strerror(err));
-  if (err == ENOENT) return absl::NotFoundError(message);
-  if (err == EACCES || err == EPERM) return absl::PermissionDeniedError(message);
-  return absl::UnavailableError(message);
-}
 
 }  // namespace
 
@@ -143,13 +137,14 @@ absl::Status WriteLastKnownGood(const std::string& path, const LastKnownGood& co
   int fd = ::mkstemp(tmp.data());
   if (fd < 0) {
     int err = errno;
-    return ErrnoError(absl::StrCat("cannot create a temporary file next to ", path), err);
+    return fetchers::internal::ErrnoToStatus(
+        err, absl::StrCat("cannot create a temporary file next to ", path));
   }
   auto fail = [&](const std::string& what) {
     int err = errno;
     if (fd >= 0) ::close(fd);
     ::unlink(tmp.c_str());
-    return ErrnoError(absl::StrCat(what, " ", tmp), err);
+    return fetchers::internal::ErrnoToStatus(err, absl::StrCat(what, " ", tmp));
   };
   size_t done = 0;
   while (done < bytes.size()) {
@@ -184,13 +179,13 @@ absl::StatusOr<LastKnownGood> ReadLastKnownGood(const std::string& path, uint64_
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) {
     int err = errno;
-    return ErrnoError(absl::StrCat("cannot open ", path), err);
+    return fetchers::internal::ErrnoToStatus(err, absl::StrCat("cannot open ", path));
   }
   struct stat st;
   if (::fstat(fd, &st) != 0) {
     int err = errno;
     ::close(fd);
-    return ErrnoError(absl::StrCat("cannot stat ", path), err);
+    return fetchers::internal::ErrnoToStatus(err, absl::StrCat("cannot stat ", path));
   }
   if (!S_ISREG(st.st_mode)) {
     ::close(fd);
@@ -207,20 +202,11 @@ absl::StatusOr<LastKnownGood> ReadLastKnownGood(const std::string& path, uint64_
         absl::StrCat("last-known-good copy ", path, " is ", size, " bytes, over the cap"));
   }
   std::string bytes(size, '\0');
-  size_t got = 0;
-  while (got < bytes.size()) {
-    ssize_t n = ::read(fd, bytes.data() + got, bytes.size() - got);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      int err = errno;
-      ::close(fd);
-      return ErrnoError(absl::StrCat("cannot read ", path), err);
-    }
-    if (n == 0) break;
-    got += static_cast<size_t>(n);
-  }
+  ssize_t got = fetchers::internal::ReadUpTo(fd, bytes.data(), bytes.size());
+  int err = errno;
   ::close(fd);
-  bytes.resize(got);
+  if (got < 0) return fetchers::internal::ErrnoToStatus(err, absl::StrCat("cannot read ", path));
+  bytes.resize(static_cast<size_t>(got));
   return DecodeLastKnownGood(bytes, path, max_body_bytes);
 }
 

@@ -18,40 +18,13 @@
 #include "keel/runtime.h"
 #include "keel/telemetry.h"
 #include "support/nginx.h"
+#include "support/span_log.h"
 
 namespace keel {
 namespace {
 
 using ::testing::HasSubstr;
 using testing::NginxServer;
-
-// Records `keel.term.update` spans; tests wait for the n-th one.
-class SpanLog {
- public:
-  explicit SpanLog(Telemetry& telemetry) : telemetry_(telemetry) {
-    id_ = telemetry_.Subscribe([this](const Span& span) {
-      if (span.name != "keel.term.update") return;
-      std::lock_guard<std::mutex> lock(mu_);
-      spans_.push_back(span);
-      cv_.notify_all();
-    });
-  }
-  ~SpanLog() { telemetry_.Unsubscribe(id_); }
-
-  Span Await(size_t n) {
-    std::unique_lock<std::mutex> lock(mu_);
-    bool reached = cv_.wait_for(lock, std::chrono::seconds(20), [&] { return spans_.size() >= n; });
-    EXPECT_TRUE(reached) << "only " << spans_.size() << " update spans, expected " << n;
-    return reached ? spans_[n - 1] : Span{};
-  }
-
- private:
-  Telemetry& telemetry_;
-  Telemetry::SubscriptionId id_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::vector<Span> spans_;
-};
 
 class RemoteTermHttpTest : public ::testing::Test {
  protected:
@@ -62,7 +35,7 @@ class RemoteTermHttpTest : public ::testing::Test {
     auto runtime = Runtime::Create({.name = "term-http", .clock = &clock_});
     ASSERT_TRUE(runtime.ok()) << runtime.status();
     runtime_ = *std::move(runtime);
-    spans_ = std::make_unique<SpanLog>(runtime_->telemetry());
+    spans_ = std::make_unique<testing::SpanLog>(runtime_->telemetry(), "keel.term.update");
   }
   void TearDown() override {
     spans_.reset();
@@ -117,7 +90,7 @@ class RemoteTermHttpTest : public ::testing::Test {
   std::unique_ptr<NginxServer> nginx_;
   ManualClock clock_;
   std::unique_ptr<Runtime> runtime_;
-  std::unique_ptr<SpanLog> spans_;
+  std::unique_ptr<testing::SpanLog> spans_;
 };
 
 TEST_F(RemoteTermHttpTest, AnUnchangedTermDownloadsNothingAndAChangeIsPickedUp) {

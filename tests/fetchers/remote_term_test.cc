@@ -27,6 +27,7 @@
 #include "keel/fetchers/static_source.h"
 #include "keel/runtime.h"
 #include "keel/telemetry.h"
+#include "support/span_log.h"
 
 namespace keel {
 namespace {
@@ -42,39 +43,6 @@ absl::StatusOr<std::string> DecodeV(std::string_view bytes) {
   }
   return std::string(bytes);
 }
-
-// Records the `keel.term.update` spans; tests wait for the n-th one.
-class SpanLog {
- public:
-  explicit SpanLog(Telemetry& telemetry) : telemetry_(telemetry) {
-    id_ = telemetry_.Subscribe([this](const Span& span) {
-      if (span.name != "keel.term.update") return;
-      std::lock_guard<std::mutex> lock(mu_);
-      spans_.push_back(span);
-      cv_.notify_all();
-    });
-  }
-  ~SpanLog() { telemetry_.Unsubscribe(id_); }
-
-  // Waits (up to 10 s of real time) until `n` spans were recorded; returns the n-th.
-  Span Await(size_t n) {
-    std::unique_lock<std::mutex> lock(mu_);
-    bool reached = cv_.wait_for(lock, std::chrono::seconds(10), [&] { return spans_.size() >= n; });
-    EXPECT_TRUE(reached) << "only " << spans_.size() << " update spans, expected " << n;
-    return reached ? spans_[n - 1] : Span{};
-  }
-  size_t size() {
-    std::lock_guard<std::mutex> lock(mu_);
-    return spans_.size();
-  }
-
- private:
-  Telemetry& telemetry_;
-  Telemetry::SubscriptionId id_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::vector<Span> spans_;
-};
 
 // Waits (up to 10 s of real time) for something another thread does.
 template <class Predicate>
@@ -92,7 +60,7 @@ class RemoteTermTest : public ::testing::Test {
     auto runtime = Runtime::Create({.name = "term-test", .clock = &clock_});
     ASSERT_TRUE(runtime.ok()) << runtime.status();
     runtime_ = *std::move(runtime);
-    spans_ = std::make_unique<SpanLog>(runtime_->telemetry());
+    spans_ = std::make_unique<testing::SpanLog>(runtime_->telemetry(), "keel.term.update");
   }
   void TearDown() override {
     spans_.reset();
@@ -113,6 +81,16 @@ class RemoteTermTest : public ::testing::Test {
     o.backoff_max = absl::Seconds(5);
     o.startup_timeout = absl::Seconds(10);
     return o;
+  }
+
+  // `options` with the test's decode, counting its calls in `decodes`.
+  static RemoteTermOptions<std::string> CountingDecodes(RemoteTermOptions<std::string> options,
+                                                        std::shared_ptr<std::atomic<int>> decodes) {
+    options.decode = [decodes](std::string_view bytes) {
+      ++*decodes;
+      return DecodeV(bytes);
+    };
+    return options;
   }
 
   std::unique_ptr<RemoteTerm<std::string>> StartOk(RemoteTermOptions<std::string> options) {
@@ -141,7 +119,7 @@ class RemoteTermTest : public ::testing::Test {
 
   ManualClock clock_;
   std::unique_ptr<Runtime> runtime_;
-  std::unique_ptr<SpanLog> spans_;
+  std::unique_ptr<testing::SpanLog> spans_;
 };
 
 TEST_F(RemoteTermTest, BlockingStartReturnsWithTheFirstValuePublished) {
@@ -309,12 +287,8 @@ TEST_F(RemoteTermTest, EveryFailureKeepsTheLastGoodValueAndTheStatusSaysWhy) {
 
 TEST_F(RemoteTermTest, RefusedBytesFetchedAgainAreNotDecodedAgain) {
   auto source = std::make_shared<StaticSource>("v1");
-  auto options = Options(source);
   auto decodes = std::make_shared<std::atomic<int>>(0);
-  options.decode = [decodes](std::string_view bytes) {
-    ++*decodes;
-    return DecodeV(bytes);
-  };
+  auto options = CountingDecodes(Options(source), decodes);
   auto term = StartOk(std::move(options));
   ASSERT_NE(term, nullptr);
   source->Set("garbage");
@@ -449,12 +423,8 @@ TEST_F(RemoteTermTest, AfterTheDestructorReturnsNoHookOrSpanRuns) {
   // Property: destroying a term while its update waits for the offload pool means its decode
   // hook never starts and no span is emitted later.
   auto source = std::make_shared<StaticSource>("v1");
-  auto options = Options(source);
   auto decodes = std::make_shared<std::atomic<int>>(0);
-  options.decode = [decodes](std::string_view bytes) {
-    ++*decodes;
-    return DecodeV(bytes);
-  };
+  auto options = CountingDecodes(Options(source), decodes);
   auto term = StartOk(std::move(options));
   ASSERT_NE(term, nullptr);
   // Occupy both offload threads so that the next decode waits in the queue.
