@@ -488,7 +488,10 @@ absl::Status Configure(Transfer& t, const HttpOptions& options) {
   KEEL_SET(CURLOPT_URL, t.url.c_str());
   KEEL_SET(CURLOPT_HTTPGET, 1L);
   KEEL_SET(CURLOPT_PROTOCOLS_STR, "http,https");
-  KEEL_SET(CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+  // An https source never follows a redirect down to plain http (its headers, such as an
+  // auth token, and the bytes would travel in clear).
+  const bool secure = absl::StartsWithIgnoreCase(Sv(t.url), "https://");
+  KEEL_SET(CURLOPT_REDIR_PROTOCOLS_STR, secure ? "https" : "http,https");
   KEEL_SET(CURLOPT_FOLLOWLOCATION, 1L);
   KEEL_SET(CURLOPT_MAXREDIRS, static_cast<long>(options.max_redirects));
   KEEL_SET(CURLOPT_NOSIGNAL, 1L);

@@ -52,6 +52,7 @@ constexpr char kExtraLocations[] = R"(
       return 302 /target.txt;
     }
     location = /redirect-ftp { return 302 ftp://127.0.0.1/file; }
+    location = /redirect-http { return 302 http://127.0.0.1:$server_port/target.txt; }
 )";
 
 HttpOptions Options(std::string url) {
@@ -520,6 +521,16 @@ TEST_F(HttpsFetcherTest, TheCertificateIsTrustedThroughCaFile) {
   FetchResult result = Fetch(options, Request());
   ASSERT_TRUE(result.status.ok()) << result.status;
   EXPECT_EQ(result.body, "tls");
+}
+
+TEST_F(HttpsFetcherTest, ARedirectFromHttpsDownToHttpIsRefused) {
+  HttpOptions options = Options(nginx_->Url("/redirect-http"));
+  options.ca_file = nginx_->ca_file();
+  FetchResult result = Fetch(options, Request());
+  EXPECT_EQ(result.status.code(), absl::StatusCode::kFailedPrecondition) << result.status;
+  // Refused by keel before any request goes out in clear (not the server's answer to one).
+  EXPECT_FALSE(absl::StrContains(result.status.message(), "HTTP 400")) << result.status;
+  EXPECT_TRUE(absl::StrContains(result.status.message(), "http")) << result.status;
 }
 
 TEST_F(HttpsFetcherTest, VerificationCanBeTurnedOff) {

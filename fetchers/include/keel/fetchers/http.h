@@ -36,7 +36,8 @@
 // included. Transport messages quote libcurl's text ("GET <url>: SSL peer certificate
 // or SSH remote key was not OK (SSL certificate problem: self-signed certificate)").
 //
-// Redirects: followed up to `max_redirects`, over http and https only. libcurl sends the
+// Redirects: followed up to `max_redirects`, over http and https only, and over https only
+// when the URL is https (a redirect from https to http is FailedPrecondition). libcurl sends the
 // configured headers to every hop, except `Authorization` and `Cookie`, which it drops when a
 // redirect changes the host, port or scheme. libcurl also honours the standard proxy environment
 // variables (`https_proxy`, `no_proxy`, ...).
