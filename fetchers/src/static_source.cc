@@ -94,6 +94,14 @@ size_t StaticSource::HeldFetches() const {
   return held_.size();
 }
 
+bool StaticSource::AwaitHeldFetch(uint64_t n, absl::Duration timeout) {
+  std::unique_lock<std::mutex> lock(mu_.native());
+  return fetch_started_.wait_for(lock, absl::ToChronoNanoseconds(timeout), [&] {
+    // The lock is held (through native()); the analysis cannot see that.
+    return [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return fetches_ >= n && !held_.empty(); }();
+  });
+}
+
 uint64_t StaticSource::fetches() const {
   internal::MutexLock lock(&mu_);
   return fetches_;
@@ -135,8 +143,10 @@ void StaticSource::Start(const void* fetcher, Runtime& runtime, const FetchReque
     ++fetches_;
     if (holding_) {
       held_.push_back(Held{fetcher, &runtime, request, std::move(done)});
+      fetch_started_.notify_all();
       return;
     }
+    fetch_started_.notify_all();
   }
   done(Answer(request));
 }

@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <latch>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -42,16 +43,6 @@ absl::StatusOr<std::string> DecodeV(std::string_view bytes) {
         absl::StrCat("expected a 'v' prefix, got '", std::string(bytes.substr(0, 20)), "'"));
   }
   return std::string(bytes);
-}
-
-// Waits (up to 10 s of real time) for something another thread does.
-template <class Predicate>
-void WaitUntil(Predicate done) {
-  auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (!done() && std::chrono::steady_clock::now() < give_up) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-  ASSERT_TRUE(done()) << "gave up waiting";
 }
 
 class RemoteTermTest : public ::testing::Test {
@@ -429,16 +420,16 @@ TEST_F(RemoteTermTest, AfterTheDestructorReturnsNoHookOrSpanRuns) {
   ASSERT_NE(term, nullptr);
   // Occupy both offload threads so that the next decode waits in the queue.
   internal::Notification release;
-  std::atomic<int> busy{0};
+  std::latch busy(2);
   for (int i = 0; i < 2; ++i) {
     ASSERT_TRUE(runtime_
                     ->Offload([&] {
-                      ++busy;
+                      busy.count_down();
                       release.WaitForNotification();
                     })
                     .ok());
   }
-  WaitUntil([&] { return busy.load() == 2; });
+  busy.wait();
   source->Set("v2");
   term->Refresh();
   ASSERT_TRUE(runtime_->Sync(absl::Seconds(10)).ok());  // fetched; the decode job is queued
@@ -662,7 +653,8 @@ TEST_F(RemoteTermTest, RefreshNowWaitsForAFetchThatStartedAfterTheCall) {
   // Whether RefreshNow's request lands before or after the held fetch ends, its own fetch
   // starts after that one and is held too: the third fetch.
   source->Release();
-  WaitUntil([&] { return source->fetches() == 3 && source->HeldFetches() == 1; });
+  ASSERT_TRUE(source->AwaitHeldFetch(3, absl::Seconds(10)));
+  EXPECT_EQ(source->fetches(), 3u);
   EXPECT_FALSE(returned.load());
   source->Set("v2");
   source->Release();

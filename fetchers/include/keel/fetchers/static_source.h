@@ -23,6 +23,7 @@
 #ifndef KEEL_FETCHERS_STATIC_SOURCE_H_
 #define KEEL_FETCHERS_STATIC_SOURCE_H_
 
+#include <condition_variable>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -65,6 +66,9 @@ class StaticSource {
   void StopHolding();
   // How many fetches are held now.
   size_t HeldFetches() const;
+  // Waits (real time, up to `timeout`) until at least `n` fetches have started and one is
+  // held; false on timeout. For tests that must know a fetch is in flight.
+  bool AwaitHeldFetch(uint64_t n, absl::Duration timeout);
 
   // How many fetches have started.
   uint64_t fetches() const;
@@ -89,6 +93,7 @@ class StaticSource {
   };
 
   mutable internal::Mutex mu_;
+  std::condition_variable fetch_started_;  // with mu_: a fetch started or was held
   std::string bytes_ ABSL_GUARDED_BY(mu_);
   uint64_t generation_ ABSL_GUARDED_BY(mu_) = 1;
   std::optional<absl::Time> modified_ ABSL_GUARDED_BY(mu_);
