@@ -1,10 +1,18 @@
 // A user of the installed keel package: starts a runtime, publishes and reads an RCU cell,
-// round-trips gzip. Prints "consumer ok" and exits 0 when everything behaves.
+// round-trips gzip, starts a remote term on a static source, and claims and replays an
+// idempotency key. Prints "consumer ok" and exits 0 when everything behaves.
 #include <cstdio>
 #include <future>
 
+#include <string>
+#include <string_view>
+#include <variant>
+
 #include "keel/fetchers/gzip.h"
+#include "keel/fetchers/static_source.h"
+#include "keel/idempotency.h"
 #include "keel/rcu_cell.h"
+#include "keel/remote_term.h"
 #include "keel/runtime.h"
 
 int main() {
@@ -27,6 +35,23 @@ int main() {
   if (!packed.ok()) return 1;
   auto unpacked = keel::fetchers::Gunzip(*packed);
   if (!unpacked.ok() || *unpacked != "hello") return 1;
+
+  auto term = keel::RemoteTerm<std::string>::Start(
+      **runtime, {.name = "greeting",
+                  .fetcher = keel::fetchers::Static("hello"),
+                  .decode = [](std::string_view bytes) -> absl::StatusOr<std::string> {
+                    return std::string(bytes);
+                  }});
+  if (!term.ok() || *(*term)->Read() != "hello") return 1;
+  term->reset();
+
+  auto tracker = keel::IdempotencyTracker::Create(**runtime);
+  if (!tracker.ok()) return 1;
+  auto first = (*tracker)->Track("key-1", "fp");
+  if (!first.ok() || !std::holds_alternative<keel::Claim>(*first)) return 1;
+  if (!std::get<keel::Claim>(*first).Complete({.status = 201}).ok()) return 1;
+  auto retry = (*tracker)->Track("key-1", "fp");
+  if (!retry.ok() || std::get<keel::Replay>(*retry).response->status != 201) return 1;
   std::printf("consumer ok\n");
   return 0;
 }
