@@ -43,9 +43,11 @@ absl::Status CheckOptions(const IdempotencyOptions& o) {
 
 int ChooseShards(int requested) {
   if (requested > 0) return requested;
-  // Four shards per core, at least 16: contention stays low with a few hot keys.
+  // Eight shards per core, at least 64: contention stays low with a few hot keys, and a
+  // sweep, which holds each shard's lock while it removes that shard's expired entries, holds
+  // it for 1/64th of the work at most.
   unsigned cores = std::max(1u, std::thread::hardware_concurrency());
-  return static_cast<int>(std::bit_ceil(std::max(16u, cores * 4)));
+  return static_cast<int>(std::bit_ceil(std::max(64u, cores * 8)));
 }
 
 }  // namespace
