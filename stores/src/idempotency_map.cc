@@ -180,7 +180,11 @@ absl::Status ShardedIdempotencyMap::Release(std::string_view key, uint64_t owner
 
 SweepResult ShardedIdempotencyMap::Sweep(Instant now, bool reclaim_lapsed_lease) {
   SweepResult result;
-  const uint64_t tick = Tick(now);
+  // Rounded down: only timers whose instant has passed fire (Tick rounds deadlines up).
+  const uint64_t tick =
+      now <= epoch_ ? 0
+                    : static_cast<uint64_t>(absl::ToInt64Milliseconds(
+                          absl::Floor(Elapsed(epoch_, now), absl::Milliseconds(1))));
   for (auto& shard_ptr : shards_) {
     Shard& shard = *shard_ptr;
     MutexLock lock(&shard.mu);
