@@ -19,7 +19,8 @@ import re
 import sys
 from collections import OrderedDict
 
-KEEL = ("RcuCell", "TimerWheel", "Runtime", "Tracker", "Keeper", "Leader", "RemoteTerm", "Term")
+KEEL = ("RcuCell", "TimerWheel", "Runtime", "Tracker", "Keeper", "Leader", "RemoteTerm", "Term",
+        "Idempotency")
 
 # Keys Google Benchmark writes for every run; any other numeric key is a user counter.
 STANDARD_KEYS = {

@@ -75,7 +75,9 @@ absl::StatusOr<ClaimAttempt> ShardedIdempotencyMap::TryClaim(std::string_view ke
     IdempotencyRecord& r = it->second.record;
     bool free =
         Expired(r, rules.now) || (rules.reclaim_lapsed_lease && LeaseLapsed(r, rules.now)) ||
-        (rules.release_halted && r.state == RecordState::kHalted && r.fingerprint == fingerprint);
+        // A lapsed lease under kHalt is halted whether or not a sweep has said so yet.
+        (rules.release_halted && (r.state == RecordState::kHalted || LeaseLapsed(r, rules.now)) &&
+         r.fingerprint == fingerprint);
     if (!free) return ClaimAttempt{false, r};
     // Replace in place: the node, its key and its place in entries_ stay.
     SetState(shard, r, RecordState::kProcessing);
@@ -181,10 +183,9 @@ absl::Status ShardedIdempotencyMap::Release(std::string_view key, uint64_t owner
 SweepResult ShardedIdempotencyMap::Sweep(Instant now, bool reclaim_lapsed_lease) {
   SweepResult result;
   // Rounded down: only timers whose instant has passed fire (Tick rounds deadlines up).
-  const uint64_t tick =
-      now <= epoch_ ? 0
-                    : static_cast<uint64_t>(absl::ToInt64Milliseconds(
-                          absl::Floor(Elapsed(epoch_, now), absl::Milliseconds(1))));
+  const uint64_t tick = now <= epoch_ ? 0
+                                      : static_cast<uint64_t>(absl::ToInt64Milliseconds(absl::Floor(
+                                            Elapsed(epoch_, now), absl::Milliseconds(1))));
   for (auto& shard_ptr : shards_) {
     Shard& shard = *shard_ptr;
     MutexLock lock(&shard.mu);

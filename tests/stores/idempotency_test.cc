@@ -153,6 +153,21 @@ TEST_F(IdempotencyTest, ALapsedLeaseHaltsTheEntryAndTheLateOwnerCannotComplete) 
   EXPECT_EQ(tracker->Stats().processing, 0u);
 }
 
+TEST_F(IdempotencyTest, ALapsedLeaseUnderReleaseKeyFreesTheKeyBeforeAndAfterASweep) {
+  // Found by the differential fuzzer: the answer must not depend on whether a sweep ran.
+  IdempotencyOptions options = Short();
+  options.on_halted = HaltedEntries::kReleaseKey;
+  auto tracker = Make(options);
+  Claim first = Expect<Claim>(*tracker, "a", "fp");
+  Claim second = Expect<Claim>(*tracker, "b", "fp");
+  clock_.Advance(absl::Seconds(30));  // both leases lapse; no sweep has run for "a"
+  Claim again_a = Expect<Claim>(*tracker, "a", "fp");
+  tracker->SweepNow();  // "b" is halted by the sweep
+  Claim again_b = Expect<Claim>(*tracker, "b", "fp");
+  ASSERT_TRUE(again_a.Abort().ok());
+  ASSERT_TRUE(again_b.Abort().ok());
+}
+
 TEST_F(IdempotencyTest, ALapsedLeaseFreesTheKeyUnderReclaimAndTheStaleOwnerChangesNothing) {
   IdempotencyOptions options = Short();
   options.on_lease_expiry = LeaseExpiry::kReclaim;
