@@ -9,6 +9,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <latch>
 #include <memory>
 #include <string>
 #include <thread>
@@ -68,11 +69,13 @@ TEST(RemoteTermStressTest, ReadersAlwaysSeeWholeValuesInPublicationOrder) {
   std::atomic<bool> stop{false};
   std::atomic<uint64_t> torn{0}, backwards{0}, reads{0};
   int readers = std::max(2u, std::thread::hardware_concurrency());
+  std::latch reading(readers);  // every reader has read once before the updates start
   std::vector<std::thread> threads;
   for (int r = 0; r < readers; ++r) {
     threads.emplace_back([&, r] {
       uint64_t last = 0, count = 0;
       std::shared_ptr<const Value> pinned;
+      bool first = true;
       while (!stop.load(std::memory_order_relaxed)) {
         {
           auto guard = (*term)->Read();
@@ -82,6 +85,10 @@ TEST(RemoteTermStressTest, ReadersAlwaysSeeWholeValuesInPublicationOrder) {
             if (guard->seq < last) ++backwards;
             last = guard->seq;
           }
+        }
+        if (first) {
+          reading.count_down();
+          first = false;
         }
         if (r % 2 == 1 && ++count % 64 == 0) {
           if (pinned != nullptr && !pinned->Whole()) ++torn;
@@ -93,6 +100,7 @@ TEST(RemoteTermStressTest, ReadersAlwaysSeeWholeValuesInPublicationOrder) {
     });
   }
 
+  reading.wait();
   auto deadline = std::chrono::steady_clock::now() + kTimeBudget;
   int updates = 0;
   for (int i = 2; i < kUpdates + 2 && std::chrono::steady_clock::now() < deadline; ++i) {
