@@ -3,7 +3,6 @@
 // idempotency key. Prints "consumer ok" and exits 0 when everything behaves.
 #include <cstdio>
 #include <future>
-
 #include <string>
 #include <string_view>
 #include <variant>
