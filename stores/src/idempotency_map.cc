@@ -140,35 +140,33 @@ absl::StatusOr<ShardedIdempotencyMap::Slot*> ShardedIdempotencyMap::Owned(Shard&
   return &it->second;
 }
 
-absl::Status ShardedIdempotencyMap::Complete(std::string_view key, uint64_t owner,
-                                             std::shared_ptr<const IdempotentResponse> response,
-                                             Instant now, absl::Duration retention) {
+absl::Status ShardedIdempotencyMap::Settle(std::string_view key, uint64_t owner, Instant now,
+                                           RecordState state, absl::Duration retention,
+                                           absl::FunctionRef<void(IdempotencyRecord&)> fill) {
   Shard& shard = ShardFor(key);
   MutexLock lock(&shard.mu);
   absl::StatusOr<Slot*> slot = Owned(shard, key, owner, now);
   if (!slot.ok()) return slot.status();
-  IdempotencyRecord& r = (*slot)->record;
-  SetState(shard, r, RecordState::kCompleted);
-  r.response = std::move(response);
-  r.expires = AddDuration(now, retention);  // retention restarts when the response is stored
   auto it = shard.map.find(Sv(key));
+  IdempotencyRecord& r = it->second.record;
+  SetState(shard, r, state);
+  fill(r);
+  r.expires = AddDuration(now, retention);  // retention restarts when the entry settles
   Arm(shard, &it->first, it->second);
   return absl::OkStatus();
 }
 
+absl::Status ShardedIdempotencyMap::Complete(std::string_view key, uint64_t owner,
+                                             std::shared_ptr<const IdempotentResponse> response,
+                                             Instant now, absl::Duration retention) {
+  return Settle(key, owner, now, RecordState::kCompleted, retention,
+                [&](IdempotencyRecord& r) { r.response = std::move(response); });
+}
+
 absl::Status ShardedIdempotencyMap::Halt(std::string_view key, uint64_t owner, std::string reason,
                                          Instant now, absl::Duration retention) {
-  Shard& shard = ShardFor(key);
-  MutexLock lock(&shard.mu);
-  absl::StatusOr<Slot*> slot = Owned(shard, key, owner, now);
-  if (!slot.ok()) return slot.status();
-  IdempotencyRecord& r = (*slot)->record;
-  SetState(shard, r, RecordState::kHalted);
-  r.halt_reason = std::move(reason);
-  r.expires = AddDuration(now, retention);
-  auto it = shard.map.find(Sv(key));
-  Arm(shard, &it->first, it->second);
-  return absl::OkStatus();
+  return Settle(key, owner, now, RecordState::kHalted, retention,
+                [&](IdempotencyRecord& r) { r.halt_reason = std::move(reason); });
 }
 
 absl::Status ShardedIdempotencyMap::Release(std::string_view key, uint64_t owner, Instant now) {

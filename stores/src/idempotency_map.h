@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "absl/container/node_hash_map.h"
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "keel/clock.h"
@@ -131,6 +132,10 @@ class ShardedIdempotencyMap {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
   static void SetState(Shard& shard, IdempotencyRecord& r, RecordState state)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
+  // Complete and Halt: checks ownership, moves the record to `state`, lets `fill` set the
+  // state's data, restarts retention and re-arms the timer, all under the shard's lock.
+  absl::Status Settle(std::string_view key, uint64_t owner, Instant now, RecordState state,
+                      absl::Duration retention, absl::FunctionRef<void(IdempotencyRecord&)> fill);
 
   const Instant epoch_;
   std::vector<std::unique_ptr<Shard>> shards_;
