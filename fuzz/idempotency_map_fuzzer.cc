@@ -30,8 +30,8 @@
 //     back). Of those, it removes expired records (counted as expired), removes lapsed ones
 //     under reclaim_lapsed_lease (counted as lapsed), halts lapsed ones otherwise (counted as
 //     lapsed, keeping their expiry), and leaves the others (checked at the sweep's own `now`).
-// After every operation: the results agree (claimed or not, every field of the record returned,
-// status codes, sweep counts), and size() and CountByState() agree with the oracle. At the end
+// After every operation: the results agree (the outcome and every field of the answer, status
+// codes, sweep counts), and size(), CountByState() and Events() agree with the oracle. At the end
 // a sweep far in the future must empty the map. A divergence prints the operations so far and
 // aborts.
 #include <fuzzer/FuzzedDataProvider.h>
@@ -61,8 +61,9 @@ namespace {
 
 using keel::Instant;
 using keel::internal::ClaimAttempt;
+using keel::internal::ClaimOutcome;
 using keel::internal::ClaimRules;
-using keel::internal::IdempotencyRecord;
+using keel::internal::MapEvents;
 using keel::internal::RecordState;
 using keel::internal::ShardedIdempotencyMap;
 using keel::internal::SweepResult;
@@ -73,6 +74,33 @@ const std::string kKeys[] = {"a", "b", "order-42", std::string("nul\0key", 7),
                              std::string(96, 'k')};
 const std::string kFingerprints[] = {"fp-1", "fp-2", "", std::string(64, 'f')};
 const std::string kReasons[] = {"handler threw", "", keel::internal::kLeaseLapsedReason};
+
+// The oracle's record: everything the map keeps about a key.
+struct IdempotencyRecord {
+  RecordState state = RecordState::kProcessing;
+  std::string fingerprint;
+  uint64_t owner = 0;      // processing
+  Instant lease_deadline;  // processing
+  Instant expires;
+  Response response;        // completed
+  std::string halt_reason;  // halted
+};
+
+const char* OutcomeName(ClaimOutcome o) {
+  switch (o) {
+    case ClaimOutcome::kClaimed:
+      return "claimed";
+    case ClaimOutcome::kInFlight:
+      return "in-flight";
+    case ClaimOutcome::kReplay:
+      return "replay";
+    case ClaimOutcome::kHalted:
+      return "halted";
+    case ClaimOutcome::kMismatch:
+      return "mismatch";
+  }
+  return "?";
+}
 
 const char* StateName(RecordState s) {
   switch (s) {
@@ -343,13 +371,62 @@ class Harness {
     std::abort();
   }
 
-  void CheckRecord(const IdempotencyRecord& actual, const IdempotencyRecord& expected) {
-    const bool same =
-        actual.state == expected.state && actual.fingerprint == expected.fingerprint &&
-        actual.owner == expected.owner && actual.lease_deadline == expected.lease_deadline &&
-        actual.expires == expected.expires && actual.response == expected.response &&
-        actual.halt_reason == expected.halt_reason;
-    Check(same, absl::StrCat("record: map ", Describe(actual), ", oracle ", Describe(expected)));
+  // The map's answer for the oracle's result: the fingerprint check first, then the state (a
+  // lapsed lease under the halt policy answers as halted before a sweep says so).
+  static ClaimAttempt Expected(const Oracle::Claimed& c, const std::string& fp, Instant now) {
+    const IdempotencyRecord& r = c.record;
+    ClaimAttempt a;
+    a.expires = r.expires;
+    if (c.claimed) {
+      a.outcome = ClaimOutcome::kClaimed;
+      a.owner = r.owner;
+      a.lease_deadline = r.lease_deadline;
+    } else if (r.fingerprint != fp) {
+      a.outcome = ClaimOutcome::kMismatch;
+      a.detail = r.fingerprint;
+    } else if (r.state == RecordState::kProcessing && r.lease_deadline <= now) {
+      a.outcome = ClaimOutcome::kHalted;
+      a.detail = keel::internal::kLeaseLapsedReason;
+    } else if (r.state == RecordState::kProcessing) {
+      a.outcome = ClaimOutcome::kInFlight;
+      a.owner = r.owner;
+      a.lease_deadline = r.lease_deadline;
+    } else if (r.state == RecordState::kCompleted) {
+      a.outcome = ClaimOutcome::kReplay;
+      a.response = r.response;
+    } else {
+      a.outcome = ClaimOutcome::kHalted;
+      a.detail = r.halt_reason;
+    }
+    return a;
+  }
+
+  void CountAnswer(ClaimOutcome o) {
+    switch (o) {
+      case ClaimOutcome::kClaimed:
+        ++events_.claims;
+        break;
+      case ClaimOutcome::kInFlight:
+        ++events_.conflicts;
+        break;
+      case ClaimOutcome::kReplay:
+        ++events_.replays;
+        break;
+      case ClaimOutcome::kHalted:
+        ++events_.halted_answers;
+        break;
+      case ClaimOutcome::kMismatch:
+        ++events_.mismatches;
+        break;
+    }
+  }
+
+  std::string Describe(const ClaimAttempt& a) const {
+    return absl::StrCat("{", OutcomeName(a.outcome), " owner=", a.owner,
+                        " lease_deadline=", Describe(a.lease_deadline),
+                        " expires=", Describe(a.expires),
+                        " response=", a.response == nullptr ? "null" : "set", " detail=\"",
+                        absl::CEscape(a.detail), "\"}");
   }
 
   const std::string& ConsumeKey() {
@@ -391,12 +468,15 @@ class Harness {
           absl::StrCat("TryClaim status: map ", actual.status().ToString(), ", oracle ",
                        absl::StatusCodeToString(expected.code)));
     if (!actual.ok()) return;
-    Check(actual->claimed == expected.claimed,
-          absl::StrCat("TryClaim claimed: map ", actual->claimed, ", oracle ", expected.claimed,
-                       "; map's record ", Describe(actual->record), ", oracle's ",
-                       Describe(expected.record)));
-    CheckRecord(actual->record, expected.record);
-    if (actual->claimed) issued_[key].push_back(owner);
+    const ClaimAttempt want = Expected(expected, fp, now);
+    const bool same = actual->outcome == want.outcome && actual->owner == want.owner &&
+                      actual->lease_deadline == want.lease_deadline &&
+                      actual->expires == want.expires && actual->response == want.response &&
+                      actual->detail == want.detail;
+    Check(same, absl::StrCat("TryClaim: map ", Describe(*actual), ", oracle ", Describe(want),
+                             " (oracle's record ", Describe(expected.record), ")"));
+    CountAnswer(want.outcome);
+    if (actual->outcome == ClaimOutcome::kClaimed) issued_[key].push_back(owner);
   }
 
   void Complete() {
@@ -423,6 +503,7 @@ class Harness {
     absl::Status actual = map_.Halt(key, owner, reason, now, rules_.retention);
     absl::StatusCode expected = oracle_.Halt(key, owner, reason, now);
     CheckSettled("Halt", key, actual, expected);
+    if (expected == absl::StatusCode::kOk) ++events_.halts;
   }
 
   void Release() {
@@ -489,6 +570,8 @@ class Harness {
     Check(actual.expired == expected.expired && actual.lapsed == expected.lapsed,
           absl::StrCat("Sweep: map expired=", actual.expired, " lapsed=", actual.lapsed,
                        ", oracle expired=", expected.expired, " lapsed=", expected.lapsed));
+    events_.expirations += expected.expired;
+    if (!rules_.reclaim_lapsed_lease) events_.halts += expected.lapsed;
   }
 
   void CheckTotals() {
@@ -501,12 +584,24 @@ class Harness {
           absl::StrCat("counts by state: map ", actual.processing, "/", actual.completed, "/",
                        actual.halted, ", oracle ", expected.processing, "/", expected.completed,
                        "/", expected.halted, " (processing/completed/halted)"));
+    const MapEvents e = map_.Events();
+    Check(e.claims == events_.claims && e.replays == events_.replays &&
+              e.conflicts == events_.conflicts && e.mismatches == events_.mismatches &&
+              e.halts == events_.halts && e.halted_answers == events_.halted_answers &&
+              e.expirations == events_.expirations,
+          absl::StrCat("events: map ", e.claims, "/", e.replays, "/", e.conflicts, "/",
+                       e.mismatches, "/", e.halts, "/", e.halted_answers, "/", e.expirations,
+                       ", oracle ", events_.claims, "/", events_.replays, "/", events_.conflicts,
+                       "/", events_.mismatches, "/", events_.halts, "/", events_.halted_answers,
+                       "/", events_.expirations,
+                       " (claims/replays/conflicts/mismatches/halts/halted answers/expirations)"));
   }
 
   FuzzedDataProvider& input_;
   const Instant start_;
   const int shards_;
   ShardedIdempotencyMap map_;
+  MapEvents events_;  // what the map should have counted
   const ClaimRules rules_;
   Oracle oracle_;
   Instant base_now_;  // moves forward only

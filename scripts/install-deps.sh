@@ -12,6 +12,8 @@ packages=(
   googletest libgtest-dev libgmock-dev libbenchmark-dev libtbb-dev libcuckoo-dev
   # real servers the integration tests start on 127.0.0.1, and the TLS test's certificates
   nginx-light openssl
+  # the example HTTP server adapter for the idempotency layer, driven over loopback by curl
+  libcpp-httplib-dev curl
 )
 
 missing=()

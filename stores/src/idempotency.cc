@@ -61,9 +61,9 @@ struct IdempotencyTracker::Shared {
   std::optional<TimerHandle> timer ABSL_GUARDED_BY(mu);
   IdempotencyTracker* tracker = nullptr;  // valid while !stopped
 
-  // Counters, relaxed: statistics, ordered with nothing.
-  std::atomic<uint64_t> claims{0}, replays{0}, conflicts{0}, mismatches{0}, halts{0},
-      halted_answers{0}, expirations{0}, refused_full{0};
+  // Relaxed: a statistic, ordered with nothing. (The map counts the other events per shard,
+  // under the shard locks it holds anyway.)
+  std::atomic<uint64_t> refused_full{0};
 };
 
 Claim::Claim(IdempotencyTracker* tracker, std::string key, uint64_t token, Instant lease_deadline,
@@ -153,13 +153,9 @@ void IdempotencyTracker::ScheduleSweepLocked(const std::shared_ptr<Shared>& shar
 }
 
 size_t IdempotencyTracker::SweepNow() {
-  internal::SweepResult swept = map_->Sweep(
-      runtime_.Now(), /*reclaim_lapsed_lease=*/options_.on_lease_expiry == LeaseExpiry::kReclaim);
-  shared_->expirations.fetch_add(swept.expired, std::memory_order_relaxed);
-  if (options_.on_lease_expiry == LeaseExpiry::kHalt) {
-    shared_->halts.fetch_add(swept.lapsed, std::memory_order_relaxed);
-  }
-  return swept.expired + (options_.on_lease_expiry == LeaseExpiry::kReclaim ? swept.lapsed : 0);
+  const bool reclaim = options_.on_lease_expiry == LeaseExpiry::kReclaim;
+  internal::SweepResult swept = map_->Sweep(runtime_.Now(), reclaim);
+  return swept.expired + (reclaim ? swept.lapsed : 0);
 }
 
 absl::StatusOr<TrackResult> IdempotencyTracker::Track(std::string_view key,
@@ -191,32 +187,21 @@ absl::StatusOr<TrackResult> IdempotencyTracker::Track(std::string_view key,
     shared_->refused_full.fetch_add(1, std::memory_order_relaxed);
     return attempt.status();
   }
-  internal::IdempotencyRecord& r = attempt->record;
-  if (attempt->claimed) {
-    shared_->claims.fetch_add(1, std::memory_order_relaxed);
-    return TrackResult(std::in_place_type<Claim>,
-                       Claim(this, std::string(key), token, r.lease_deadline, r.expires));
+  internal::ClaimAttempt& a = *attempt;
+  switch (a.outcome) {
+    case internal::ClaimOutcome::kClaimed:
+      return TrackResult(std::in_place_type<Claim>,
+                         Claim(this, std::string(key), token, a.lease_deadline, a.expires));
+    case internal::ClaimOutcome::kInFlight:
+      return TrackResult(InFlight{a.owner, a.lease_deadline, a.expires});
+    case internal::ClaimOutcome::kReplay:
+      return TrackResult(Replay{std::move(a.response), a.expires});
+    case internal::ClaimOutcome::kHalted:
+      return TrackResult(Halted{std::move(a.detail), a.expires});
+    case internal::ClaimOutcome::kMismatch:
+      return TrackResult(Mismatch{std::move(a.detail), a.expires});
   }
-  if (r.fingerprint != fingerprint) {
-    shared_->mismatches.fetch_add(1, std::memory_order_relaxed);
-    return TrackResult(Mismatch{std::move(r.fingerprint), r.expires});
-  }
-  switch (r.state) {
-    case internal::RecordState::kProcessing:
-      if (internal::LeaseLapsed(r, now)) {  // under kHalt; kReclaim would have claimed it
-        shared_->halted_answers.fetch_add(1, std::memory_order_relaxed);
-        return TrackResult(Halted{internal::kLeaseLapsedReason, r.expires});
-      }
-      shared_->conflicts.fetch_add(1, std::memory_order_relaxed);
-      return TrackResult(InFlight{r.owner, r.lease_deadline, r.expires});
-    case internal::RecordState::kCompleted:
-      shared_->replays.fetch_add(1, std::memory_order_relaxed);
-      return TrackResult(Replay{std::move(r.response), r.expires});
-    case internal::RecordState::kHalted:
-      shared_->halted_answers.fetch_add(1, std::memory_order_relaxed);
-      return TrackResult(Halted{std::move(r.halt_reason), r.expires});
-  }
-  return absl::InternalError("unknown entry state");
+  return absl::InternalError("unknown claim outcome");
 }
 
 absl::Status IdempotencyTracker::SettleClaim(Claim& claim, Settle how, IdempotentResponse* response,
@@ -234,7 +219,6 @@ absl::Status IdempotencyTracker::SettleClaim(Claim& claim, Settle how, Idempoten
       break;
     case Settle::kHalt:
       status = map_->Halt(claim.key_, claim.token_, std::move(reason), now, options_.retention);
-      if (status.ok()) shared_->halts.fetch_add(1, std::memory_order_relaxed);
       break;
   }
   // Settled or not, this claim is done: a second call is an error, not a second try.
@@ -248,13 +232,14 @@ IdempotencyStats IdempotencyTracker::Stats() const {
   s.processing = counts.processing;
   s.completed = counts.completed;
   s.halted = counts.halted;
-  s.claims = shared_->claims.load(std::memory_order_relaxed);
-  s.replays = shared_->replays.load(std::memory_order_relaxed);
-  s.conflicts = shared_->conflicts.load(std::memory_order_relaxed);
-  s.mismatches = shared_->mismatches.load(std::memory_order_relaxed);
-  s.halts = shared_->halts.load(std::memory_order_relaxed);
-  s.halted_answers = shared_->halted_answers.load(std::memory_order_relaxed);
-  s.expirations = shared_->expirations.load(std::memory_order_relaxed);
+  internal::MapEvents events = map_->Events();
+  s.claims = events.claims;
+  s.replays = events.replays;
+  s.conflicts = events.conflicts;
+  s.mismatches = events.mismatches;
+  s.halts = events.halts;
+  s.halted_answers = events.halted_answers;
+  s.expirations = events.expirations;
   s.refused_full = shared_->refused_full.load(std::memory_order_relaxed);
   return s;
 }

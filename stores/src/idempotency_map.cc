@@ -1,28 +1,72 @@
 #include "idempotency_map.h"
 
 #include <algorithm>
+#include <new>
 #include <utility>
 
 #include "absl/hash/hash.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 
 namespace keel::internal {
-namespace {
 
-bool Expired(const IdempotencyRecord& r, Instant now) { return r.expires <= now; }
+// One record, allocated with its key's bytes right after it.
+struct ShardedIdempotencyMap::Entry {
+  Entry(std::string_view key, size_t key_hash)
+      : hash(key_hash), key_size(static_cast<uint32_t>(key.size())) {
+    std::copy(key.begin(), key.end(), reinterpret_cast<char*>(this + 1));
+  }
 
-// abseil's string_view (a distinct type in Debian's build) for heterogeneous lookups.
-absl::string_view Sv(std::string_view s) { return absl::string_view(s.data(), s.size()); }
+  static EntryPtr New(std::string_view key, size_t key_hash) {
+    void* memory = ::operator new(sizeof(Entry) + key.size());
+    return EntryPtr(new (memory) Entry(key, key_hash));
+  }
 
-}  // namespace
+  std::string_view key() const {
+    return std::string_view(reinterpret_cast<const char*>(this + 1), key_size);
+  }
+  std::string_view fingerprint_view() const {
+    return std::string_view(fingerprint.data(), fingerprint.size());
+  }
+  bool Expired(Instant now) const { return expires <= now; }
+  bool LeaseLapsed(Instant now) const {
+    return state == RecordState::kProcessing && lease_deadline <= now;
+  }
 
-bool LeaseLapsed(const IdempotencyRecord& r, Instant now) {
-  return r.state == RecordState::kProcessing && r.lease_deadline <= now;
+  const size_t hash;
+  uint64_t owner = 0;      // the claim's token (processing)
+  Instant lease_deadline;  // processing
+  Instant expires;
+  std::shared_ptr<const IdempotentResponse> response;  // completed
+  std::unique_ptr<const std::string> halt_reason;      // halted by its owner (else null)
+  TimerId timer = kInvalidTimerId;
+  absl::InlinedVector<char, 32> fingerprint;
+  const uint32_t key_size;
+  RecordState state = RecordState::kProcessing;
+  bool lease_lapsed = false;  // halted because the lease ran out
+};
+
+void ShardedIdempotencyMap::EntryDeleter::operator()(Entry* entry) const {
+  entry->~Entry();
+  ::operator delete(entry);
 }
 
-void ShardedIdempotencyMap::SetState(Shard& shard, IdempotencyRecord& r, RecordState state) {
-  --shard.counts[static_cast<int>(r.state)];
-  r.state = state;
+size_t ShardedIdempotencyMap::EntryHash::operator()(const Entry* entry) const {
+  return entry->hash;
+}
+
+bool ShardedIdempotencyMap::EntryEq::operator()(const Entry* a, const Probe& b) const {
+  return a->hash == b.hash && a->key() == b.key;
+}
+
+size_t ShardedIdempotencyMap::HashKey(std::string_view key) {
+  // abseil's string_view (a distinct type in Debian's build).
+  return absl::HashOf(absl::string_view(key.data(), key.size()));
+}
+
+void ShardedIdempotencyMap::SetState(Shard& shard, Entry& entry, RecordState state) {
+  --shard.counts[static_cast<int>(entry.state)];
+  entry.state = state;
   ++shard.counts[static_cast<int>(state)];
 }
 
@@ -32,182 +76,250 @@ ShardedIdempotencyMap::ShardedIdempotencyMap(int shards, Instant start)
   for (int i = 0; i < shards; ++i) shards_.push_back(std::make_unique<Shard>(/*start_tick=*/0));
 }
 
-ShardedIdempotencyMap::~ShardedIdempotencyMap() = default;
-
-ShardedIdempotencyMap::Shard& ShardedIdempotencyMap::ShardFor(std::string_view key) {
-  // The high bits pick the shard; absl's flat maps inside use the low ones.
-  uint64_t h = absl::HashOf(Sv(key));
-  return *shards_[(h >> 40) & shard_mask_];
+ShardedIdempotencyMap::~ShardedIdempotencyMap() {
+  for (auto& shard : shards_) {
+    MutexLock lock(&shard->mu);
+    for (Entry* entry : shard->set) EntryDeleter()(entry);
+    shard->set.clear();
+  }
 }
 
-uint64_t ShardedIdempotencyMap::Tick(Instant t) const {
+ShardedIdempotencyMap::Shard& ShardedIdempotencyMap::ShardFor(size_t hash) {
+  // The high bits pick the shard; the shard's table uses all of them, the low ones first.
+  return *shards_[(static_cast<uint64_t>(hash) >> 40) & shard_mask_];
+}
+
+uint64_t ShardedIdempotencyMap::TickCeil(Instant t) const {
   if (t <= epoch_) return 0;
   // Rounded up: a timer never fires before its instant.
-  return static_cast<uint64_t>(
-      absl::ToInt64Milliseconds(absl::Ceil(Elapsed(epoch_, t), absl::Milliseconds(1))));
+  const int64_t ns = std::chrono::duration_cast<std::chrono::nanoseconds>(t - epoch_).count();
+  return static_cast<uint64_t>(ns / 1'000'000 + (ns % 1'000'000 != 0 ? 1 : 0));
 }
 
-void ShardedIdempotencyMap::Arm(Shard& shard, const std::string* key, Slot& slot) {
-  if (slot.timer != kInvalidTimerId) shard.wheel.Cancel(slot.timer);
-  const IdempotencyRecord& r = slot.record;
-  Instant next = r.expires;
-  if (r.state == RecordState::kProcessing) next = std::min(next, r.lease_deadline);
-  slot.timer = shard.wheel.Schedule(Tick(next), key);
+uint64_t ShardedIdempotencyMap::TickFloor(Instant t) const {
+  if (t <= epoch_) return 0;
+  const int64_t ns = std::chrono::duration_cast<std::chrono::nanoseconds>(t - epoch_).count();
+  return static_cast<uint64_t>(ns / 1'000'000);
 }
 
-void ShardedIdempotencyMap::Erase(Shard& shard,
-                                  absl::node_hash_map<std::string, Slot>::iterator it) {
-  if (it->second.timer != kInvalidTimerId) shard.wheel.Cancel(it->second.timer);
-  --shard.counts[static_cast<int>(it->second.record.state)];
-  shard.map.erase(it);
+void ShardedIdempotencyMap::Arm(Shard& shard, Entry& entry) {
+  if (entry.timer != kInvalidTimerId) shard.wheel.Cancel(entry.timer);
+  Instant next = entry.expires;
+  if (entry.state == RecordState::kProcessing) next = std::min(next, entry.lease_deadline);
+  entry.timer = shard.wheel.Schedule(TickCeil(next), &entry);
+}
+
+ShardedIdempotencyMap::EntryPtr ShardedIdempotencyMap::Unlink(Shard& shard, Entry* entry) {
+  if (entry->timer != kInvalidTimerId) shard.wheel.Cancel(entry->timer);
+  entry->timer = kInvalidTimerId;
+  --shard.counts[static_cast<int>(entry->state)];
+  shard.set.erase(Probe{entry->key(), entry->hash});
   // relaxed: a counter; TryClaim's check is a bound, not a synchronisation point.
   entries_.fetch_sub(1, std::memory_order_relaxed);
+  return EntryPtr(entry);
+}
+
+ClaimAttempt ShardedIdempotencyMap::Describe(Shard& shard, const Entry& entry,
+                                             bool same_fingerprint, Instant now) {
+  ClaimAttempt a;
+  a.expires = entry.expires;
+  if (!same_fingerprint) {
+    ++shard.events.mismatches;
+    a.outcome = ClaimOutcome::kMismatch;
+    a.detail.assign(entry.fingerprint_view());
+    return a;
+  }
+  switch (entry.state) {
+    case RecordState::kProcessing:
+      if (entry.LeaseLapsed(now)) {  // under kHalt: halted whether or not a sweep said so yet
+        ++shard.events.halted_answers;
+        a.outcome = ClaimOutcome::kHalted;
+        a.detail = kLeaseLapsedReason;
+        return a;
+      }
+      ++shard.events.conflicts;
+      a.outcome = ClaimOutcome::kInFlight;
+      a.owner = entry.owner;
+      a.lease_deadline = entry.lease_deadline;
+      return a;
+    case RecordState::kCompleted:
+      ++shard.events.replays;
+      a.outcome = ClaimOutcome::kReplay;
+      a.response = entry.response;
+      return a;
+    case RecordState::kHalted:
+      ++shard.events.halted_answers;
+      a.outcome = ClaimOutcome::kHalted;
+      a.detail = entry.halt_reason != nullptr ? *entry.halt_reason : kLeaseLapsedReason;
+      return a;
+  }
+  return a;
 }
 
 absl::StatusOr<ClaimAttempt> ShardedIdempotencyMap::TryClaim(std::string_view key,
                                                              std::string_view fingerprint,
                                                              uint64_t owner,
                                                              const ClaimRules& rules) {
-  Shard& shard = ShardFor(key);
+  const size_t hash = HashKey(key);
+  Shard& shard = ShardFor(hash);
+  // What a replaced record held, freed after the lock is released (declared first).
+  std::shared_ptr<const IdempotentResponse> old_response;
+  std::unique_ptr<const std::string> old_reason;
   MutexLock lock(&shard.mu);
-  auto it = shard.map.find(Sv(key));
-  if (it != shard.map.end()) {
-    IdempotencyRecord& r = it->second.record;
-    bool free =
-        Expired(r, rules.now) || (rules.reclaim_lapsed_lease && LeaseLapsed(r, rules.now)) ||
+  auto it = shard.set.find(Probe{key, hash});
+  Entry* entry;
+  if (it != shard.set.end()) {
+    entry = *it;
+    const bool same_fingerprint = entry->fingerprint_view() == fingerprint;
+    const bool lapsed = entry->LeaseLapsed(rules.now);
+    const bool free =
+        entry->Expired(rules.now) || (rules.reclaim_lapsed_lease && lapsed) ||
         // A lapsed lease under kHalt is halted whether or not a sweep has said so yet.
-        (rules.release_halted && (r.state == RecordState::kHalted || LeaseLapsed(r, rules.now)) &&
-         r.fingerprint == fingerprint);
-    if (!free) return ClaimAttempt{false, r};
-    // Replace in place: the node, its key and its place in entries_ stay.
-    SetState(shard, r, RecordState::kProcessing);
-    r.response.reset();
-    r.halt_reason.clear();
-    r.fingerprint.assign(fingerprint);
-    r.owner = owner;
-    r.lease_deadline = AddDuration(rules.now, rules.lease);
-    r.expires = AddDuration(rules.now, rules.retention);
-    Arm(shard, &it->first, it->second);
-    return ClaimAttempt{true, r};
+        (rules.release_halted && (entry->state == RecordState::kHalted || lapsed) &&
+         same_fingerprint);
+    if (!free) return Describe(shard, *entry, same_fingerprint, rules.now);
+    // Replace in place: the entry, its key and its place in entries_ stay.
+    SetState(shard, *entry, RecordState::kProcessing);
+    old_response = std::move(entry->response);
+    old_reason = std::move(entry->halt_reason);
+    entry->lease_lapsed = false;
+  } else {
+    // relaxed: see Unlink. Reserve a place first, so that concurrent claims on other shards
+    // cannot together pass the bound.
+    if (entries_.fetch_add(1, std::memory_order_relaxed) >= rules.max_entries) {
+      entries_.fetch_sub(1, std::memory_order_relaxed);
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "the idempotency table holds its maximum of ", rules.max_entries,
+          " entries; no entry is evicted (in-flight ones must stay): raise max_entries or "
+          "shorten retention"));
+    }
+    entry = Entry::New(key, hash).release();  // owned by the set from here
+    shard.set.insert(entry);
+    ++shard.counts[static_cast<int>(RecordState::kProcessing)];
   }
-  // relaxed: see Erase. Reserve a place first, so that concurrent claims on other shards
-  // cannot together pass the bound.
-  if (entries_.fetch_add(1, std::memory_order_relaxed) >= rules.max_entries) {
-    entries_.fetch_sub(1, std::memory_order_relaxed);
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "the idempotency table holds its maximum of ", rules.max_entries,
-        " entries; no entry is evicted (in-flight ones must stay): raise max_entries or "
-        "shorten retention"));
-  }
-  auto [inserted, ok] = shard.map.try_emplace(std::string(key));
-  (void)ok;
-  IdempotencyRecord& r = inserted->second.record;
-  r.state = RecordState::kProcessing;
-  ++shard.counts[static_cast<int>(RecordState::kProcessing)];
-  r.fingerprint.assign(fingerprint);
-  r.owner = owner;
-  r.lease_deadline = AddDuration(rules.now, rules.lease);
-  r.expires = AddDuration(rules.now, rules.retention);
-  Arm(shard, &inserted->first, inserted->second);
-  return ClaimAttempt{true, r};
+  entry->fingerprint.assign(fingerprint.begin(), fingerprint.end());
+  entry->owner = owner;
+  entry->lease_deadline = AddDuration(rules.now, rules.lease);
+  entry->expires = AddDuration(rules.now, rules.retention);
+  Arm(shard, *entry);
+  ++shard.events.claims;
+  ClaimAttempt a;
+  a.owner = owner;
+  a.lease_deadline = entry->lease_deadline;
+  a.expires = entry->expires;
+  return a;
 }
 
-absl::StatusOr<ShardedIdempotencyMap::Slot*> ShardedIdempotencyMap::Owned(Shard& shard,
-                                                                          std::string_view key,
-                                                                          uint64_t owner,
-                                                                          Instant now) {
-  auto it = shard.map.find(Sv(key));
-  if (it == shard.map.end() || Expired(it->second.record, now)) {
+absl::StatusOr<ShardedIdempotencyMap::Entry*> ShardedIdempotencyMap::Owned(Shard& shard,
+                                                                           const Probe& probe,
+                                                                           uint64_t owner,
+                                                                           Instant now) {
+  auto it = shard.set.find(probe);
+  if (it == shard.set.end() || (*it)->Expired(now)) {
     return absl::FailedPreconditionError(
         "the claim's entry is gone (expired, or its lease ran out and the key was reclaimed)");
   }
-  const IdempotencyRecord& r = it->second.record;
-  if (r.owner != owner) {
+  Entry* entry = *it;
+  if (entry->owner != owner) {
     return absl::FailedPreconditionError(
         "the key belongs to another claim now (this claim's lease ran out and the key was "
         "claimed again); nothing was changed");
   }
   // A lapsed lease reads the same whether or not a sweep has halted the entry yet.
-  if (LeaseLapsed(r, now) ||
-      (r.state == RecordState::kHalted && r.halt_reason == kLeaseLapsedReason)) {
+  if (entry->LeaseLapsed(now) || entry->lease_lapsed) {
     return absl::FailedPreconditionError(
         "the claim's lease ran out before it settled; nothing was stored");
   }
-  if (r.state != RecordState::kProcessing) {
+  if (entry->state != RecordState::kProcessing) {
     return absl::FailedPreconditionError(
         "the claim was already settled (completed, aborted or halted)");
   }
-  return &it->second;
-}
-
-absl::Status ShardedIdempotencyMap::Settle(std::string_view key, uint64_t owner, Instant now,
-                                           RecordState state, absl::Duration retention,
-                                           absl::FunctionRef<void(IdempotencyRecord&)> fill) {
-  Shard& shard = ShardFor(key);
-  MutexLock lock(&shard.mu);
-  absl::StatusOr<Slot*> slot = Owned(shard, key, owner, now);
-  if (!slot.ok()) return slot.status();
-  auto it = shard.map.find(Sv(key));
-  IdempotencyRecord& r = it->second.record;
-  SetState(shard, r, state);
-  fill(r);
-  r.expires = AddDuration(now, retention);  // retention restarts when the entry settles
-  Arm(shard, &it->first, it->second);
-  return absl::OkStatus();
+  return entry;
 }
 
 absl::Status ShardedIdempotencyMap::Complete(std::string_view key, uint64_t owner,
                                              std::shared_ptr<const IdempotentResponse> response,
                                              Instant now, absl::Duration retention) {
-  return Settle(key, owner, now, RecordState::kCompleted, retention,
-                [&](IdempotencyRecord& r) { r.response = std::move(response); });
+  const Probe probe{key, HashKey(key)};
+  Shard& shard = ShardFor(probe.hash);
+  MutexLock lock(&shard.mu);
+  absl::StatusOr<Entry*> entry = Owned(shard, probe, owner, now);
+  if (!entry.ok()) return entry.status();  // `response` is freed after the lock is released
+  SetState(shard, **entry, RecordState::kCompleted);
+  (*entry)->response = std::move(response);
+  (*entry)->expires = AddDuration(now, retention);  // retention restarts when it settles
+  Arm(shard, **entry);
+  return absl::OkStatus();
 }
 
 absl::Status ShardedIdempotencyMap::Halt(std::string_view key, uint64_t owner, std::string reason,
                                          Instant now, absl::Duration retention) {
-  return Settle(key, owner, now, RecordState::kHalted, retention,
-                [&](IdempotencyRecord& r) { r.halt_reason = std::move(reason); });
+  auto halt_reason = std::make_unique<const std::string>(std::move(reason));  // before locking
+  const Probe probe{key, HashKey(key)};
+  Shard& shard = ShardFor(probe.hash);
+  MutexLock lock(&shard.mu);
+  absl::StatusOr<Entry*> entry = Owned(shard, probe, owner, now);
+  if (!entry.ok()) return entry.status();
+  SetState(shard, **entry, RecordState::kHalted);
+  (*entry)->halt_reason = std::move(halt_reason);
+  (*entry)->expires = AddDuration(now, retention);
+  Arm(shard, **entry);
+  ++shard.events.halts;
+  return absl::OkStatus();
 }
 
 absl::Status ShardedIdempotencyMap::Release(std::string_view key, uint64_t owner, Instant now) {
-  Shard& shard = ShardFor(key);
+  const Probe probe{key, HashKey(key)};
+  Shard& shard = ShardFor(probe.hash);
+  EntryPtr removed;  // freed after the lock is released
   MutexLock lock(&shard.mu);
-  absl::StatusOr<Slot*> slot = Owned(shard, key, owner, now);
-  if (!slot.ok()) return slot.status();
-  Erase(shard, shard.map.find(Sv(key)));
+  absl::StatusOr<Entry*> entry = Owned(shard, probe, owner, now);
+  if (!entry.ok()) return entry.status();
+  removed = Unlink(shard, *entry);
   return absl::OkStatus();
 }
 
 SweepResult ShardedIdempotencyMap::Sweep(Instant now, bool reclaim_lapsed_lease) {
   SweepResult result;
-  // Rounded down: only timers whose instant has passed fire (Tick rounds deadlines up).
-  const uint64_t tick = now <= epoch_ ? 0
-                                      : static_cast<uint64_t>(absl::ToInt64Milliseconds(absl::Floor(
-                                            Elapsed(epoch_, now), absl::Milliseconds(1))));
+  // Rounded down: only timers whose instant has passed fire (TickCeil rounds deadlines up).
+  const uint64_t tick = TickFloor(now);
   for (auto& shard_ptr : shards_) {
     Shard& shard = *shard_ptr;
-    MutexLock lock(&shard.mu);
-    std::vector<const std::string*> due;
-    shard.wheel.Advance(tick, [&due](TimerId, const std::string*&& key) { due.push_back(key); });
-    for (const std::string* key : due) {
-      auto it = shard.map.find(*key);
-      if (it == shard.map.end()) continue;
-      Slot& slot = it->second;
-      slot.timer = kInvalidTimerId;  // it fired
-      IdempotencyRecord& r = slot.record;
-      if (Expired(r, now) || (reclaim_lapsed_lease && LeaseLapsed(r, now))) {
-        result.expired += Expired(r, now) ? 1 : 0;
-        result.lapsed += Expired(r, now) ? 0 : 1;
-        Erase(shard, it);
-        continue;
+    for (;;) {
+      EntryPtr removed[kSweepStep];  // freed after the lock is released
+      size_t removed_count = 0;
+      size_t fired;
+      {
+        MutexLock lock(&shard.mu);
+        fired = shard.wheel.Advance(
+            tick,
+            [&](TimerId, Entry*&& fired_entry) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+              Entry& entry = *fired_entry;
+              entry.timer = kInvalidTimerId;  // it fired
+              const bool expired = entry.Expired(now);
+              const bool lapsed = entry.LeaseLapsed(now);
+              if (expired || (reclaim_lapsed_lease && lapsed)) {
+                if (expired) {
+                  ++result.expired;
+                  ++shard.events.expirations;
+                } else {
+                  ++result.lapsed;
+                }
+                removed[removed_count++] = Unlink(shard, &entry);
+                return;
+              }
+              if (lapsed) {
+                // Halted in place; it keeps the expiry it got when it was claimed.
+                SetState(shard, entry, RecordState::kHalted);
+                entry.lease_lapsed = true;
+                ++result.lapsed;
+                ++shard.events.halts;
+              }
+              Arm(shard, entry);
+            },
+            kSweepStep);
       }
-      if (LeaseLapsed(r, now)) {
-        // Halted in place; it keeps the expiry it got when it was claimed.
-        SetState(shard, r, RecordState::kHalted);
-        r.halt_reason = kLeaseLapsedReason;
-        ++result.lapsed;
-      }
-      Arm(shard, &it->first, slot);
+      if (fired < kSweepStep) break;
     }
   }
   return result;
@@ -222,6 +334,22 @@ ShardedIdempotencyMap::Counts ShardedIdempotencyMap::CountByState() const {
     counts.halted += shard_ptr->counts[static_cast<int>(RecordState::kHalted)];
   }
   return counts;
+}
+
+MapEvents ShardedIdempotencyMap::Events() const {
+  MapEvents total;
+  for (const auto& shard_ptr : shards_) {
+    MutexLock lock(&shard_ptr->mu);
+    const MapEvents& e = shard_ptr->events;
+    total.claims += e.claims;
+    total.replays += e.replays;
+    total.conflicts += e.conflicts;
+    total.mismatches += e.mismatches;
+    total.halts += e.halts;
+    total.halted_answers += e.halted_answers;
+    total.expirations += e.expirations;
+  }
+  return total;
 }
 
 }  // namespace keel::internal

@@ -6,26 +6,35 @@
 // the rules say is free), Complete / Halt / Release are conditional on the owner token, and
 // expiry is data (each record carries its instants; a sweep removes what has expired).
 //
+// Layout: a record is one allocation (an Entry: its fields, then the key's bytes; the
+// fingerprint inline up to 32 bytes); a shard's table is an absl::flat_hash_set of Entry
+// pointers hashed by the key (each entry caches its hash, so growing the table and erasing
+// never hash a key again). The key's hash picks the shard too, computed once per call.
+//
 // Invariants (each under the shard's lock):
-//   1. Every record in a shard's map has exactly one pending timer in that shard's wheel, at
-//      the record's next instant of interest: the lease deadline while processing (when the
-//      lease ends before the record expires), else the expiry. `timer` names it.
-//   2. The wheel's payload is a pointer to the key inside the map's node (a node map: the
-//      address is stable until the record is erased, and erasing cancels the timer first).
-//   3. `entries_` counts the records of all shards; a claim that would pass max_entries is
+//   1. Every entry in a shard's set has exactly one pending timer in that shard's wheel, at
+//      the entry's next instant of interest: the lease deadline while processing (when the
+//      lease ends before the entry expires), else the expiry. `timer` names it.
+//   2. The wheel's payload is the Entry's address; an entry leaves the set (and its timer is
+//      cancelled, unless it is the one firing) before it is freed.
+//   3. `entries_` counts the entries of all shards; a claim that would pass max_entries is
 //      refused before anything is inserted.
+//   4. `counts` counts the shard's entries by state; `events` only grows.
+// Entries leave a shard under its lock and are freed after the lock is released, so a shard
+// lock is never held across the frees of a record and its response.
 #ifndef KEEL_STORES_SRC_IDEMPOTENCY_MAP_H_
 #define KEEL_STORES_SRC_IDEMPOTENCY_MAP_H_
 
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
 
-#include "absl/container/node_hash_map.h"
-#include "absl/functional/function_ref.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/container/inlined_vector.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "keel/clock.h"
@@ -35,18 +44,7 @@
 
 namespace keel::internal {
 
-enum class RecordState { kProcessing, kCompleted, kHalted };
-
-// A snapshot of one key's record.
-struct IdempotencyRecord {
-  RecordState state = RecordState::kProcessing;
-  std::string fingerprint;
-  uint64_t owner = 0;      // the claim's token (processing)
-  Instant lease_deadline;  // processing
-  Instant expires;
-  std::shared_ptr<const IdempotentResponse> response;  // completed
-  std::string halt_reason;                             // halted
-};
+enum class RecordState : uint8_t { kProcessing, kCompleted, kHalted };
 
 // When a live record may be replaced by a new claim.
 struct ClaimRules {
@@ -58,21 +56,31 @@ struct ClaimRules {
   size_t max_entries;
 };
 
+// What TryClaim found, decided under the shard's lock (the fingerprint check first).
+enum class ClaimOutcome { kClaimed, kInFlight, kReplay, kHalted, kMismatch };
+
 struct ClaimAttempt {
-  bool claimed = false;
-  IdempotencyRecord record;  // the new record when claimed, else the live one found
+  ClaimOutcome outcome = ClaimOutcome::kClaimed;
+  uint64_t owner = 0;      // kClaimed: the new owner; kInFlight: the live owner
+  Instant lease_deadline;  // kClaimed, kInFlight
+  Instant expires;
+  std::shared_ptr<const IdempotentResponse> response;  // kReplay
+  std::string detail;  // kHalted: the reason; kMismatch: the stored fingerprint
 };
 
 // The halt reason of a processing record whose lease ran out.
 inline constexpr char kLeaseLapsedReason[] =
     "the claim's lease ran out before it settled (its owner died or hangs)";
 
-// True when `r` is processing and its lease ran out at `now`.
-bool LeaseLapsed(const IdempotencyRecord& r, Instant now);
-
 struct SweepResult {
-  size_t expired = 0;  // records removed
+  size_t expired = 0;  // records removed because they expired
   size_t lapsed = 0;   // processing records whose lease ran out (halted or removed)
+};
+
+// Events counted by the shards (under their locks, so counting costs no shared cache line).
+struct MapEvents {
+  uint64_t claims = 0, replays = 0, conflicts = 0, mismatches = 0, halts = 0, halted_answers = 0,
+           expirations = 0;
 };
 
 class ShardedIdempotencyMap {
@@ -80,11 +88,14 @@ class ShardedIdempotencyMap {
   // `shards` is a power of two; `start` is the wheels' first tick.
   ShardedIdempotencyMap(int shards, Instant start);
   ~ShardedIdempotencyMap();
+  ShardedIdempotencyMap(const ShardedIdempotencyMap&) = delete;
+  ShardedIdempotencyMap& operator=(const ShardedIdempotencyMap&) = delete;
 
-  // Claims `key` for `owner` when it is absent, expired, or free by `rules`; otherwise returns
-  // the live record. A live record with another fingerprint is never replaced (mismatch
-  // comes first), except when its lease lapsed under reclaim_lapsed_lease, which frees the key
-  // whatever the payload. ResourceExhausted when a new record would pass max_entries.
+  // Claims `key` for `owner` when it is absent, expired, or free by `rules`; otherwise says
+  // what the live record is. A live record with another fingerprint is never replaced
+  // (mismatch comes first), except when its lease lapsed under reclaim_lapsed_lease, which
+  // frees the key whatever the payload. ResourceExhausted when a new record would pass
+  // max_entries.
   absl::StatusOr<ClaimAttempt> TryClaim(std::string_view key, std::string_view fingerprint,
                                         uint64_t owner, const ClaimRules& rules);
 
@@ -98,44 +109,68 @@ class ShardedIdempotencyMap {
   absl::Status Release(std::string_view key, uint64_t owner, Instant now);
 
   // Advances every shard's wheel to `now`: removes expired records, and applies lapsed leases
-  // (halt, or remove when `reclaim_lapsed_lease`). One shard locked at a time.
+  // (halt, or remove when `reclaim_lapsed_lease`). One shard locked at a time, for at most
+  // kSweepStep records at a time; removed records are freed with no lock held.
   SweepResult Sweep(Instant now, bool reclaim_lapsed_lease);
+  static constexpr size_t kSweepStep = 16;
 
   struct Counts {
     uint64_t processing = 0, completed = 0, halted = 0;
   };
   Counts CountByState() const;
+  MapEvents Events() const;
   size_t size() const noexcept { return entries_.load(std::memory_order_relaxed); }
 
  private:
-  struct Slot {
-    IdempotencyRecord record;
-    TimerId timer = kInvalidTimerId;
+  struct Entry;
+  struct EntryDeleter {
+    void operator()(Entry* entry) const;
   };
+  using EntryPtr = std::unique_ptr<Entry, EntryDeleter>;
+  // A key looked up with its hash, computed once per call.
+  struct Probe {
+    std::string_view key;
+    size_t hash;
+  };
+  struct EntryHash {
+    using is_transparent = void;
+    size_t operator()(const Entry* entry) const;
+    size_t operator()(const Probe& probe) const { return probe.hash; }
+  };
+  struct EntryEq {
+    using is_transparent = void;
+    bool operator()(const Entry* a, const Entry* b) const { return a == b; }
+    bool operator()(const Entry* a, const Probe& b) const;
+    bool operator()(const Probe& a, const Entry* b) const { return (*this)(b, a); }
+  };
+  using EntrySet = absl::flat_hash_set<Entry*, EntryHash, EntryEq>;
+
   struct Shard {
     mutable Mutex mu;
-    absl::node_hash_map<std::string, Slot> map ABSL_GUARDED_BY(mu);
-    TimerWheel<const std::string*> wheel ABSL_GUARDED_BY(mu);
-    int64_t counts[3] ABSL_GUARDED_BY(mu) = {0, 0, 0};  // records by RecordState
+    EntrySet set ABSL_GUARDED_BY(mu);  // owns its entries (freed by the map)
+    TimerWheel<Entry*> wheel ABSL_GUARDED_BY(mu);
+    int64_t counts[3] ABSL_GUARDED_BY(mu) = {0, 0, 0};  // entries by RecordState
+    MapEvents events ABSL_GUARDED_BY(mu);
     explicit Shard(uint64_t start_tick) : wheel(start_tick) {}
   };
 
-  Shard& ShardFor(std::string_view key);
-  uint64_t Tick(Instant t) const;
-  // Re-arms the slot's timer at its record's next instant of interest (invariant 1).
-  void Arm(Shard& shard, const std::string* key, Slot& slot)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
+  static size_t HashKey(std::string_view key);
+  Shard& ShardFor(size_t hash);
+  uint64_t TickCeil(Instant t) const;
+  uint64_t TickFloor(Instant t) const;
+  // Re-arms the entry's timer at its next instant of interest (invariant 1).
+  void Arm(Shard& shard, Entry& entry) ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
   // Finds `key` held as processing by `owner` with a live lease, or says why not.
-  absl::StatusOr<Slot*> Owned(Shard& shard, std::string_view key, uint64_t owner, Instant now)
+  absl::StatusOr<Entry*> Owned(Shard& shard, const Probe& probe, uint64_t owner, Instant now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
-  void Erase(Shard& shard, absl::node_hash_map<std::string, Slot>::iterator it)
+  // Takes `entry` out of the shard (its set, its timer, the counts); the caller frees it once
+  // the lock is released.
+  EntryPtr Unlink(Shard& shard, Entry* entry) ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
+  static void SetState(Shard& shard, Entry& entry, RecordState state)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
-  static void SetState(Shard& shard, IdempotencyRecord& r, RecordState state)
+  // What a live entry that stays answers a Track, counted.
+  static ClaimAttempt Describe(Shard& shard, const Entry& entry, bool same_fingerprint, Instant now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
-  // Complete and Halt: checks ownership, moves the record to `state`, lets `fill` set the
-  // state's data, restarts retention and re-arms the timer, all under the shard's lock.
-  absl::Status Settle(std::string_view key, uint64_t owner, Instant now, RecordState state,
-                      absl::Duration retention, absl::FunctionRef<void(IdempotencyRecord&)> fill);
 
   const Instant epoch_;
   std::vector<std::unique_ptr<Shard>> shards_;

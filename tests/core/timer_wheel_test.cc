@@ -515,6 +515,53 @@ TEST(TimerWheelTest, ExceptionFromFireLeavesTheRestOfTheBatchDue) {
   EXPECT_TRUE(wheel.empty());
 }
 
+TEST(TimerWheelTest, AdvanceWithALimitFiresInBoundedStepsInTheSameOrder) {
+  // Four timers at tick 10 (scheduled out of payload order across a cascade), two at 20,
+  // one at 70: steps of at most 3 fire them in (deadline, schedule) order, the rest of a
+  // cut batch first on the next call, and time stops at the batch being fired.
+  TimerWheel<int> wheel;
+  wheel.Schedule(10, 1);
+  wheel.Schedule(20, 5);
+  wheel.Schedule(10, 2);
+  wheel.Schedule(10, 3);
+  wheel.Schedule(70, 7);
+  wheel.Schedule(10, 4);
+  wheel.Schedule(20, 6);
+  std::vector<int> fired;
+  auto record = [&](TimerId, int&& payload) { fired.push_back(payload); };
+  EXPECT_EQ(wheel.Advance(100, record, 3), 3u);
+  EXPECT_THAT(fired, ElementsAre(1, 2, 3));
+  EXPECT_EQ(wheel.now(), 10u);
+  EXPECT_EQ(wheel.size(), 4u);
+  EXPECT_EQ(wheel.NextDeadline(), 10u);
+  EXPECT_EQ(wheel.Advance(100, record, 3), 3u);
+  EXPECT_THAT(fired, ElementsAre(1, 2, 3, 4, 5, 6));
+  EXPECT_EQ(wheel.now(), 20u);
+  EXPECT_EQ(wheel.Advance(100, record, 3), 1u);
+  EXPECT_THAT(fired, ElementsAre(1, 2, 3, 4, 5, 6, 7));
+  EXPECT_EQ(wheel.now(), 100u);
+  EXPECT_TRUE(wheel.empty());
+  EXPECT_EQ(wheel.Advance(200, record, 0), 0u);
+  EXPECT_EQ(wheel.now(), 100u);
+}
+
+TEST(TimerWheelTest, TheRestOfACutBatchCanBeCancelledAndMergesWithLaterDueTimers) {
+  TimerWheel<int> wheel;
+  wheel.Schedule(10, 1);
+  const TimerId second = wheel.Schedule(10, 2);
+  wheel.Schedule(10, 3);
+  std::vector<int> fired;
+  auto record = [&](TimerId, int&& payload) { fired.push_back(payload); };
+  EXPECT_EQ(wheel.Advance(50, record, 1), 1u);
+  EXPECT_TRUE(wheel.Cancel(second));
+  // Due now (deadline 5 <= now() == 10): it joins the rest of the batch, in deadline order.
+  wheel.Schedule(5, 0);
+  EXPECT_EQ(wheel.NextDeadline(), 5u);
+  EXPECT_EQ(wheel.Advance(50, record), 2u);
+  EXPECT_THAT(fired, ElementsAre(1, 0, 3));
+  EXPECT_TRUE(wheel.empty());
+}
+
 TEST(TimerWheelTest, WorksNearTheEndOfTheTickRange) {
   constexpr uint64_t kMax = std::numeric_limits<uint64_t>::max();
   TimerWheel<int> wheel(kMax - 100);

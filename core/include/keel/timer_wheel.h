@@ -99,7 +99,10 @@ class TimerWheel {
   //     overflow_min_ <= its deadline. overflow_min_ is kNever when the list is empty.
   //  5. A node in the due list has deadline <= now_, and due_min_ <= its deadline. due_min_
   //     is kNever when the list is empty.
-  //  6. The firing list is empty outside `Advance`; inside it holds the batch being fired.
+  //  6. Inside `Advance` the firing list holds the batch being fired. Outside it, it is
+  //     empty, or holds what is left of a batch cut short (by `max_fired`, or by an
+  //     exception from `fire`): nodes with deadline <= now_, linked in (deadline, seq)
+  //     order. Its head is its earliest deadline.
   //  7. `seq` grows with every `Schedule`, so it orders timers by schedule order.
   //
   // Why a node's slot is never behind `now_` (invariant 3):
@@ -144,8 +147,9 @@ class TimerWheel {
   TimerWheel& operator=(const TimerWheel&) = delete;
 
   // The current tick: the constructor's `now_tick`, then the `to` of the last `Advance`
-  // that moved time. Inside a `fire` callback, the deadline of the timer being fired, or
-  // the tick `Advance` was called at if that is later.
+  // that moved time (or, for one cut short by `max_fired`, the tick of the batch it was firing).
+  // Inside a `fire` callback, the deadline of the timer being fired, or the tick `Advance` was
+  // called at if that is later.
   uint64_t now() const { return now_; }
 
   // Schedules `payload` to fire at `deadline_tick` and returns its id (never
@@ -199,6 +203,10 @@ class TimerWheel {
   // (scheduled with a deadline in the past); otherwise after now(). Cascade points are not
   // reported: `Advance` handles them on the way. O(levels).
   std::optional<uint64_t> NextDeadline() const {
+    if (lists_[kFiringList].head != kNil) {
+      const uint64_t head = nodes_[lists_[kFiringList].head].deadline;
+      return lists_[kDueList].head != kNil ? std::min(head, due_min_) : head;
+    }
     if (lists_[kDueList].head != kNil) return due_min_;
     for (int level = 0; level < kLevels; ++level) {
       const uint64_t bits = occupied_[level];
@@ -221,27 +229,40 @@ class TimerWheel {
   // the current batch.
   //
   // If `fire` throws, the exception propagates; the wheel stays consistent: now() is the
-  // tick of the batch being fired and the batch's unfired timers are moved to the due list,
-  // to fire at the next `Advance`.
+  // tick of the batch being fired, and the batch's unfired timers stay pending, due: they
+  // fire first at the next `Advance` (merged in order with other due timers).
   //
   // Costs: O(levels) per distinct deadline or cascade point between now() and `to`, plus
   // O(log k) per timer of a batch of k equal-deadline timers (the batch is sorted into
   // schedule order). Allocates only when a batch is larger than every earlier one.
   template <class Fire>
   size_t Advance(uint64_t to, Fire&& fire) {
-    if (to < now_ || advancing_) return 0;
+    return Advance(to, fire, std::numeric_limits<size_t>::max());
+  }
+
+  // The same, but stops once `max_fired` timers have fired: when more are due, now() stays
+  // at the deadline of the last one fired (<= to) and the rest fire first at the next call,
+  // in the same order, without being sorted again. So a caller that must not hold a lock
+  // for long can advance in bounded steps: lock, Advance(to, fire, n), unlock, repeat
+  // while it returns n. `max_fired` 0 is a no-op.
+  template <class Fire>
+  size_t Advance(uint64_t to, Fire&& fire, size_t max_fired) {
+    if (to < now_ || advancing_ || max_fired == 0) return 0;
     AdvanceScope scope(this);
-    size_t fired = 0;
-    // The due list holds only timers present before this call: those `fire` schedules at
-    // or before now() are appended to it after it has been moved to the firing list.
+    // Due timers, and what is left of a batch cut short, fire first, in order. The due list
+    // holds only timers present before this call: those `fire` schedules at or before now()
+    // are appended to it after it has been moved to the firing list.
     if (lists_[kDueList].head != kNil) {
       MoveListToFiring(kDueList);
       due_min_ = kNever;
-      fired += FireBatch(fire);
+      SortFiring();
     }
+    size_t fired = FireFiring(fire, max_fired);
+    if (lists_[kFiringList].head != kNil) return fired;  // cut short
     for (;;) {
       const std::optional<uint64_t> tick = NextWheelTick();
       if (!tick.has_value() || *tick > to) break;
+      if (fired == max_fired) return fired;  // more is due; now() stays at the last batch
       now_ = *tick;
       if (lists_[kOverflowList].head != kNil && now_ == OverflowTick()) RedistributeOverflow();
       for (int level = kLevels - 1; level >= 1; --level) {
@@ -253,8 +274,10 @@ class TimerWheel {
       if ((occupied_[0] & (uint64_t{1} << slot)) != 0) {
         occupied_[0] &= ~(uint64_t{1} << slot);
         MoveListToFiring(ListOf(0, slot));
+        SortFiring();
+        fired += FireFiring(fire, max_fired - fired);
+        if (lists_[kFiringList].head != kNil) return fired;  // cut short
       }
-      fired += FireBatch(fire);
     }
     now_ = to;
     return fired;
@@ -292,17 +315,14 @@ class TimerWheel {
     uint32_t tail = kNil;
   };
 
-  // Ends an `Advance`, normally or by an exception from `fire`: what is left of the firing
-  // batch (nothing, normally) goes back to the due list.
+  // Ends an `Advance`, normally or by an exception from `fire` (what is left of the batch
+  // stays on the firing list, in order: invariant 6).
   class AdvanceScope {
    public:
     explicit AdvanceScope(TimerWheel* wheel) : wheel_(wheel) { wheel_->advancing_ = true; }
     AdvanceScope(const AdvanceScope&) = delete;
     AdvanceScope& operator=(const AdvanceScope&) = delete;
-    ~AdvanceScope() {
-      wheel_->ReturnFiringToDue();
-      wheel_->advancing_ = false;
-    }
+    ~AdvanceScope() { wheel_->advancing_ = false; }
 
    private:
     TimerWheel* wheel_;
@@ -486,37 +506,37 @@ class TimerWheel {
     source = ListHead{};
   }
 
-  void ReturnFiringToDue() {
-    uint32_t index = lists_[kFiringList].head;
-    lists_[kFiringList] = ListHead{};
-    while (index != kNil) {
-      const uint32_t next = nodes_[index].next;
-      due_min_ = std::min(due_min_, nodes_[index].deadline);
-      Append(kDueList, index);
-      index = next;
-    }
-  }
-
-  // Fires the firing list in (deadline, seq) order, skipping nodes that `fire` cancels
-  // meanwhile (they leave the firing list; a node freed and reused by `Schedule` is never
-  // put back on it within the batch).
-  template <class Fire>
-  size_t FireBatch(Fire& fire) {
+  // Sorts the firing list into (deadline, seq) order and relinks it so.
+  void SortFiring() {
     batch_.clear();
     for (uint32_t index = lists_[kFiringList].head; index != kNil; index = nodes_[index].next) {
       batch_.push_back(index);
     }
-    if (batch_.size() > 1) {
-      std::sort(batch_.begin(), batch_.end(), [this](uint32_t a, uint32_t b) {
-        const Node& x = nodes_[a];
-        const Node& y = nodes_[b];
-        return x.deadline != y.deadline ? x.deadline < y.deadline : x.seq < y.seq;
-      });
-    }
-    size_t fired = 0;
+    if (batch_.size() < 2) return;
+    std::sort(batch_.begin(), batch_.end(), [this](uint32_t a, uint32_t b) {
+      const Node& x = nodes_[a];
+      const Node& y = nodes_[b];
+      return x.deadline != y.deadline ? x.deadline < y.deadline : x.seq < y.seq;
+    });
+    uint32_t prev = kNil;
     for (const uint32_t index : batch_) {
+      nodes_[index].prev = prev;
+      if (prev != kNil) nodes_[prev].next = index;
+      prev = index;
+    }
+    nodes_[prev].next = kNil;
+    lists_[kFiringList] = ListHead{batch_.front(), batch_.back()};
+  }
+
+  // Fires the (sorted) firing list from its head, at most `max_fired` timers. Nodes that
+  // `fire` cancels meanwhile leave the list and so never fire; a node freed and reused by
+  // `Schedule` is never put on the firing list by it.
+  template <class Fire>
+  size_t FireFiring(Fire& fire, size_t max_fired) {
+    size_t fired = 0;
+    while (fired < max_fired && lists_[kFiringList].head != kNil) {
+      const uint32_t index = lists_[kFiringList].head;
       Node& node = nodes_[index];
-      if (node.list != kFiringList) continue;  // cancelled by an earlier callback
       Unlink(index);
       T payload(std::move(*node.payload));
       node.payload.reset();
