@@ -7,22 +7,38 @@
 //     torn reads (must be 0), the refresh outcomes (updated / not_modified / failed) and the
 //     final status;
 //   - the offload pool: a payload gzipped and gunzipped off the control thread, the result
-//     delivered back on it.
+//     delivered back on it;
+//   - idempotency: a simulated "POST /payments" endpoint behind IdempotencyHttp, sent a
+//     seeded burst of requests from two identities (first requests, duplicates, retries while
+//     the first still runs, another body under a used key, missing and malformed keys, a
+//     handler that throws, one that releases its key, the same key from the other identity);
+//     one line per request saying how it was answered, then the handler runs, the answers by
+//     status and the tracker's counters. Each answer must be the planned one, no key may run
+//     its handler twice unless released, and every replay must repeat the first response
+//     byte for byte.
 // Exit status 0 when every check holds, 1 otherwise.
 //
 // Usage: keel-demo [--seconds=N] (default 2, 1 to 600)
+#include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <future>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <thread>
+#include <utility>
+#include <variant>
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -31,6 +47,8 @@
 #include "absl/strings/str_split.h"
 #include "keel/fetchers/file.h"
 #include "keel/fetchers/gzip.h"
+#include "keel/idempotency.h"
+#include "keel/idempotency_http.h"
 #include "keel/logging.h"
 #include "keel/rcu_cell.h"
 #include "keel/remote_term.h"
@@ -132,6 +150,689 @@ bool WriteTable(const std::string& path, uint64_t version, bool valid) {
     return false;
   }
   return true;
+}
+
+// --- idempotency ------------------------------------------------------------------------
+// A simulated "POST /payments" endpoint, in process: an adapter turns each request into an
+// HttpRequestView, asks IdempotencyHttp whether to run the handler, and sends what it is told
+// to. The burst is planned from a fixed seed, with the answer each request must get.
+
+constexpr uint64_t kIdempotencySeed = 20240611;
+constexpr int kSequentialRequests = 33;
+constexpr auto kGateTimeout = std::chrono::seconds(5);
+
+// What the (simulated) bank does when the handler charges a payment.
+enum class Bank {
+  kOk,
+  kThrows,  // the card network times out: the handler throws
+  kBusy,    // a transient refusal: the handler aborts its claim so that a retry runs again
+  kSlow,    // the handler is held until the retries sent meanwhile were answered
+};
+
+// How a request was answered (or, in a plan, must be answered).
+enum class Answered {
+  kRan,         // the handler ran and its response was stored
+  kReplayed,    // the stored response, Idempotent-Replayed: true
+  kInFlight,    // 409: the first request with the key is still running
+  kMismatch,    // 422: the key was used for another body
+  kKeyMissing,  // 400
+  kKeyInvalid,  // 400
+  kThrew,       // 500 from the server: the handler threw, its claim halted the key
+  kHalted,      // 500 problem: the first request with the key failed; not run again
+  kReleased,    // 503 from the server: the handler aborted its claim
+  kRace,        // plan only: one of two racing requests runs, the other is in flight
+  kOther,
+};
+
+const char* AnsweredName(Answered a) {
+  switch (a) {
+    case Answered::kRan:
+      return "ran handler";
+    case Answered::kReplayed:
+      return "replayed";
+    case Answered::kInFlight:
+      return "in flight";
+    case Answered::kMismatch:
+      return "mismatch";
+    case Answered::kKeyMissing:
+      return "key missing";
+    case Answered::kKeyInvalid:
+      return "key invalid";
+    case Answered::kThrew:
+      return "handler threw, key halted";
+    case Answered::kHalted:
+      return "halted, not run again";
+    case Answered::kReleased:
+      return "bank busy, key released";
+    case Answered::kRace:
+      return "ran handler or in flight";
+    case Answered::kOther:
+      break;
+  }
+  return "unexpected answer";
+}
+
+struct PaymentRequest {
+  int number = 0;
+  int thread = 1;  // the client thread that sends it (1 or 2)
+  std::string identity;
+  std::optional<std::string> key_header;  // the raw Idempotency-Key value; none if absent
+  std::string key;                        // the key it names, for the model ("" if none)
+  int64_t amount_cents = 0;
+  std::string to;
+  Bank bank = Bank::kOk;
+  Answered expected = Answered::kOther;
+  std::string note;
+
+  std::string Body() const {
+    return "{\"amount\":" + std::to_string(amount_cents) + ",\"currency\":\"EUR\",\"to\":\"" + to +
+           "\"}";
+  }
+  std::string Summary() const {
+    char text[64];
+    std::snprintf(text, sizeof(text), "%lld.%02lld to %s",
+                  static_cast<long long>(amount_cents / 100),
+                  static_cast<long long>(amount_cents % 100), to.c_str());
+    return text;
+  }
+};
+
+// Plans the sequential part of the burst: new payments and duplicates from two identities,
+// with the special cases mixed in at seeded places. A small model of the tracker (which keys
+// completed, halted or were released) gives each request the answer it must get.
+std::vector<PaymentRequest> PlanSequentialBurst(std::mt19937_64& rng, int& keys_issued) {
+  enum class Special { kThrows, kMismatch, kMissingKey, kOtherIdentity, kBareKey, kBusy, kKeyList };
+  std::vector<Special> specials = {
+      Special::kThrows,  Special::kMismatch, Special::kMissingKey, Special::kOtherIdentity,
+      Special::kBareKey, Special::kBusy,     Special::kKeyList};
+  const std::string identities[] = {"alice", "bob"};
+  std::vector<PaymentRequest> plan;
+  std::vector<size_t> completed;  // plan indices of requests whose response is stored
+  std::vector<std::pair<size_t, PaymentRequest>> follow_ups;  // (due position, request)
+
+  auto fresh = [&](const std::string& identity) {
+    PaymentRequest r;
+    r.identity = identity;
+    char key[16];
+    std::snprintf(key, sizeof(key), "pay-%03d", ++keys_issued);
+    r.key = key;
+    r.key_header = "\"" + r.key + "\"";
+    r.amount_cents = 100 + static_cast<int64_t>(rng() % 99900);
+    r.to = "acct-" + std::to_string(1 + rng() % 9);
+    r.expected = Answered::kRan;
+    return r;
+  };
+  auto emit = [&](PaymentRequest r) {
+    r.number = static_cast<int>(plan.size()) + 1;
+    if (r.expected == Answered::kRan) completed.push_back(plan.size());
+    plan.push_back(std::move(r));
+  };
+  auto copy_of = [&](size_t index, Answered expected, std::string note) {
+    PaymentRequest r = plan[index];
+    r.bank = Bank::kOk;
+    r.expected = expected;
+    r.note = std::move(note);
+    return r;
+  };
+  auto ref = [&](const char* what, size_t index) {
+    return std::string(what) + " #" + std::to_string(plan[index].number);
+  };
+
+  while (plan.size() < kSequentialRequests || !specials.empty() || !follow_ups.empty()) {
+    const size_t position = plan.size();
+    if (!follow_ups.empty() &&
+        (follow_ups.front().first <= position || position >= kSequentialRequests)) {
+      emit(std::move(follow_ups.front().second));
+      follow_ups.erase(follow_ups.begin());
+      continue;
+    }
+    const uint64_t roll = rng() % 10;
+    const bool special_now =
+        !specials.empty() && !completed.empty() && (roll < 3 || position >= kSequentialRequests);
+    if (!special_now) {
+      if (!completed.empty() && roll < 6) {
+        const size_t original = completed[rng() % completed.size()];
+        emit(copy_of(original, Answered::kReplayed, ref("duplicate of", original)));
+      } else {
+        emit(fresh(identities[rng() % 2]));
+      }
+      continue;
+    }
+    const Special special = specials.front();
+    specials.erase(specials.begin());
+    const size_t earlier = completed[rng() % completed.size()];
+    switch (special) {
+      case Special::kThrows: {
+        PaymentRequest r = fresh(identities[rng() % 2]);
+        r.bank = Bank::kThrows;
+        r.expected = Answered::kThrew;
+        emit(r);
+        PaymentRequest retry = copy_of(position, Answered::kHalted, ref("retry of", position));
+        follow_ups.emplace_back(position + 2 + rng() % 3, std::move(retry));
+        break;
+      }
+      case Special::kBusy: {
+        PaymentRequest r = fresh(identities[rng() % 2]);
+        r.bank = Bank::kBusy;
+        r.expected = Answered::kReleased;
+        emit(r);
+        PaymentRequest retry =
+            copy_of(position, Answered::kRan, ref("retry of", position) + ", runs again");
+        follow_ups.emplace_back(position + 2 + rng() % 3, std::move(retry));
+        break;
+      }
+      case Special::kMismatch: {
+        PaymentRequest r = copy_of(earlier, Answered::kMismatch, ref("other body than", earlier));
+        r.amount_cents += 100;
+        emit(r);
+        break;
+      }
+      case Special::kOtherIdentity: {
+        PaymentRequest r = copy_of(earlier, Answered::kRan, "");
+        r.identity = r.identity == "alice" ? "bob" : "alice";
+        r.note = "same key and body as #" + std::to_string(plan[earlier].number) + " from " +
+                 plan[earlier].identity;
+        emit(r);
+        break;
+      }
+      case Special::kMissingKey: {
+        PaymentRequest r = fresh(identities[rng() % 2]);
+        --keys_issued;
+        r.key.clear();
+        r.key_header.reset();
+        r.expected = Answered::kKeyMissing;
+        r.note = "no Idempotency-Key header";
+        emit(r);
+        break;
+      }
+      case Special::kBareKey: {
+        PaymentRequest r = fresh(identities[rng() % 2]);
+        r.key_header = r.key;  // the draft's key is a quoted string
+        r.key.clear();
+        r.expected = Answered::kKeyInvalid;
+        r.note = "unquoted key";
+        emit(r);
+        break;
+      }
+      case Special::kKeyList: {
+        PaymentRequest r = fresh(identities[rng() % 2]);
+        r.key_header = "\"" + r.key + "\", \"" + plan[earlier].key + "\"";
+        r.key.clear();
+        r.expected = Answered::kKeyInvalid;
+        r.note = "two keys in one header";
+        emit(r);
+        break;
+      }
+    }
+  }
+  return plan;
+}
+
+// A one-shot event with a bounded wait, so that a broken guarantee fails the demo instead of
+// hanging it.
+class Gate {
+ public:
+  void Open() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      open_ = true;
+    }
+    cv_.notify_all();
+  }
+  bool Wait() {
+    std::unique_lock<std::mutex> lock(mu_);
+    return cv_.wait_for(lock, kGateTimeout, [this] { return open_; });
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool open_ = false;  // guarded by mu_
+};
+
+struct ServedAnswer {
+  keel::HttpReply reply;
+  Answered answered = Answered::kOther;
+  absl::Status stored;  // Finish's status when the handler ran
+};
+
+const std::string* FindHeader(const keel::HttpReply& reply, std::string_view name) {
+  for (const auto& [header, value] : reply.headers) {
+    if (header.size() == name.size() &&
+        std::equal(header.begin(), header.end(), name.begin(), [](char a, char b) {
+          return std::tolower(static_cast<unsigned char>(a)) ==
+                 std::tolower(static_cast<unsigned char>(b));
+        })) {
+      return &value;
+    }
+  }
+  return nullptr;
+}
+
+// The server side: the adapter, the handler, and the records the checks use.
+class PaymentsEndpoint {
+ public:
+  explicit PaymentsEndpoint(const keel::IdempotencyHttp& http) : http_(http) {}
+
+  // Serves one request; `hold`, if set, runs inside the handler before it answers. Any thread.
+  ServedAnswer Serve(const PaymentRequest& request, const std::function<void()>& hold = nullptr) {
+    const std::string body = request.Body();
+    keel::HttpRequestView view{.method = "POST",
+                               .route = "/payments",
+                               .headers = {{"Content-Type", "application/json"}},
+                               .body = body,
+                               .identity = request.identity};
+    if (request.key_header.has_value()) {
+      view.headers.emplace_back(keel::kIdempotencyKeyHeader, *request.key_header);
+    }
+    keel::IdempotencyHttp::Decision decision = http_.Decide(view);
+    ServedAnswer answer;
+    if (auto* reply = std::get_if<keel::HttpReply>(&decision)) {
+      answer.reply = std::move(*reply);
+      answer.answered = Classify(answer.reply);
+      return answer;
+    }
+    try {
+      // Owned inside the try block: if the handler throws, the claim is destroyed while the
+      // exception unwinds, and the tracker halts the key with a reason that says so.
+      keel::IdempotencyHttp::Proceed proceed =
+          std::move(std::get<keel::IdempotencyHttp::Proceed>(decision));
+      if (!proceed.claim.has_value()) {
+        answer.reply = Plain(500, "{\"error\":\"POST was not tracked\"}");
+        return answer;
+      }
+      std::optional<keel::IdempotentResponse> charged = Charge(request, hold);
+      if (!charged.has_value()) {
+        // A transient refusal: release the key, so that the client's retry runs again.
+        answer.stored = proceed.claim->Abort();
+        RecordRelease(request);
+        answer.reply = Plain(503, "{\"error\":\"the bank is busy; retry\"}");
+        answer.reply.headers.emplace_back("Retry-After", "1");
+        answer.answered = Answered::kReleased;
+        return answer;
+      }
+      keel::IdempotencyHttp::Finished finished = http_.Finish(proceed, *std::move(charged));
+      answer.reply = std::move(finished.reply);
+      answer.stored = finished.stored;
+      answer.answered = Answered::kRan;
+    } catch (...) {
+      // What a server framework does with a handler's exception; the claim has halted by now.
+      answer.reply = Plain(500, "{\"error\":\"internal error\"}");
+      answer.answered = Answered::kThrew;
+    }
+    return answer;
+  }
+
+  // Handler runs per (identity, key), and releases (aborted claims) per (identity, key).
+  std::map<std::pair<std::string, std::string>, int> Runs() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return runs_;
+  }
+  std::map<std::pair<std::string, std::string>, int> Releases() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return releases_;
+  }
+
+ private:
+  // The handler: charges the payment and answers 201 with a new payment id, so that a second
+  // run for the same key would show (another id). Throws when the bank's network is down;
+  // returns nothing when the bank is busy.
+  std::optional<keel::IdempotentResponse> Charge(const PaymentRequest& request,
+                                                 const std::function<void()>& hold) {
+    int id;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      ++runs_[{request.identity, request.key}];
+      id = ++payments_;
+    }
+    if (request.bank == Bank::kThrows) throw std::runtime_error("card network timed out");
+    if (request.bank == Bank::kBusy) return std::nullopt;
+    if (hold) hold();
+    char payment_id[16];
+    std::snprintf(payment_id, sizeof(payment_id), "pay_%04d", id);
+    keel::IdempotentResponse response;
+    response.status = 201;
+    response.headers = {{"Content-Type", "application/json"},
+                        {"Location", std::string("/payments/") + payment_id}};
+    response.body = std::string("{\"id\":\"") + payment_id +
+                    "\",\"amount\":" + std::to_string(request.amount_cents) +
+                    ",\"currency\":\"EUR\",\"to\":\"" + request.to + "\",\"status\":\"captured\"}";
+    return response;
+  }
+
+  void RecordRelease(const PaymentRequest& request) {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++releases_[{request.identity, request.key}];
+  }
+
+  static keel::HttpReply Plain(int status, std::string body) {
+    keel::HttpReply reply;
+    reply.status = status;
+    reply.headers = {{"Content-Type", "application/json"}};
+    reply.body = std::make_shared<const std::string>(std::move(body));
+    return reply;
+  }
+
+  // Tells the layer's answers apart by status and problem type.
+  static Answered Classify(const keel::HttpReply& reply) {
+    const std::string* replayed = FindHeader(reply, "Idempotent-Replayed");
+    if (replayed != nullptr && *replayed == "true") return Answered::kReplayed;
+    const std::string& body = *reply.body;
+    switch (reply.status) {
+      case 400:
+        if (body.find("/idempotency-key-missing\"") != std::string::npos) {
+          return Answered::kKeyMissing;
+        }
+        if (body.find("/idempotency-key-invalid\"") != std::string::npos) {
+          return Answered::kKeyInvalid;
+        }
+        break;
+      case 409:
+        return Answered::kInFlight;
+      case 422:
+        return Answered::kMismatch;
+      case 500:
+        if (body.find("/request-halted\"") != std::string::npos) return Answered::kHalted;
+        break;
+    }
+    return Answered::kOther;
+  }
+
+  const keel::IdempotencyHttp& http_;
+  mutable std::mutex mu_;
+  std::map<std::pair<std::string, std::string>, int> runs_;      // guarded by mu_
+  std::map<std::pair<std::string, std::string>, int> releases_;  // guarded by mu_
+  int payments_ = 0;                                             // guarded by mu_
+};
+
+// What a replay must repeat byte for byte: status, the handler's headers, and the body.
+struct SentResponse {
+  int status;
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::string body;
+
+  static SentResponse Of(const keel::HttpReply& reply) {
+    SentResponse sent{reply.status, {}, *reply.body};
+    for (const auto& header : reply.headers) {
+      if (header.first != "Expires" && header.first != "Idempotent-Replayed") {
+        sent.headers.push_back(header);
+      }
+    }
+    return sent;
+  }
+  bool operator==(const SentResponse&) const = default;
+};
+
+// Prints each answer and checks it against the plan, in plan order.
+class BurstReport {
+ public:
+  void Add(const PaymentRequest& request, const ServedAnswer& answer) {
+    ++requests_;
+    ++by_status_[answer.reply.status];
+    ++by_answer_[answer.answered];
+    std::string text = std::to_string(answer.reply.status) + " " + AnsweredName(answer.answered);
+    const std::string& body = *answer.reply.body;
+    if (answer.answered == Answered::kRan || answer.answered == Answered::kReplayed) {
+      const size_t id = body.find("\"id\":\"");
+      if (id != std::string::npos) text += " " + body.substr(id + 6, 8);
+    }
+    if (answer.answered == Answered::kInFlight) {
+      const std::string* retry_after = FindHeader(answer.reply, "Retry-After");
+      text += ", Retry-After " + (retry_after != nullptr ? *retry_after : std::string("?"));
+      Check(retry_after != nullptr, "a 409 carries Retry-After");
+    }
+    PrintRow(std::to_string(request.number), "t" + std::to_string(request.thread), request.identity,
+             request.key_header.value_or("(none)"), request.Summary(), text, Annotation(request));
+
+    if (request.expected != Answered::kRace && answer.answered != request.expected) {
+      const std::string what = "#" + std::to_string(request.number) + " is answered '" +
+                               AnsweredName(request.expected) + "'";
+      Check(false, what.c_str());
+    }
+    if (answer.answered == Answered::kRan) {
+      const std::string what =
+          "#" + std::to_string(request.number) + ": the handler's response was stored";
+      Check(answer.stored.ok(), what.c_str());
+      first_[{request.identity, request.key}] = SentResponse::Of(answer.reply);
+    }
+    if (answer.answered == Answered::kReplayed) {
+      auto first = first_.find({request.identity, request.key});
+      const std::string what = "#" + std::to_string(request.number) +
+                               ": the replay is byte-identical to the first response";
+      Check(first != first_.end() && first->second == SentResponse::Of(answer.reply), what.c_str());
+      Check(FindHeader(answer.reply, "Expires") != nullptr, "a replay carries Expires");
+    }
+    if (answer.answered == Answered::kReleased) {
+      Check(answer.stored.ok(), "the busy handler's Abort released its key");
+    }
+    if (answer.answered == Answered::kHalted) {
+      Check(body.find("the handler threw") != std::string::npos,
+            "the 500 for a halted key says that the first request's handler threw");
+    }
+  }
+
+  // One row of the table; the last column is left unpadded.
+  static void PrintRow(const std::string& number, const std::string& thread,
+                       const std::string& identity, const std::string& key, const std::string& body,
+                       const std::string& answer, const std::string& note) {
+    std::string row(256, '\0');
+    const int length = std::snprintf(row.data(), row.size(), "%3s %-3s %-5s %-20s %-16s %-29s %s",
+                                     number.c_str(), thread.c_str(), identity.c_str(), key.c_str(),
+                                     body.c_str(), answer.c_str(), note.c_str());
+    row.resize(std::clamp<int>(length, 0, static_cast<int>(row.size()) - 1));
+    while (!row.empty() && row.back() == ' ') row.pop_back();
+    std::printf("            %s\n", row.c_str());
+  }
+
+  int requests() const { return requests_; }
+  int Count(Answered a) const {
+    auto it = by_answer_.find(a);
+    return it == by_answer_.end() ? 0 : it->second;
+  }
+  const std::map<int, int>& by_status() const { return by_status_; }
+
+ private:
+  static std::string Annotation(const PaymentRequest& request) {
+    std::string text = request.note;
+    switch (request.bank) {
+      case Bank::kOk:
+        break;
+      case Bank::kThrows:
+        text = "bank down: the handler throws";
+        break;
+      case Bank::kBusy:
+        text = "bank busy: the handler aborts its claim";
+        break;
+      case Bank::kSlow:
+        text = "slow handler: " + request.note;
+        break;
+    }
+    return text.empty() ? text : "(" + text + ")";
+  }
+
+  int requests_ = 0;
+  std::map<int, int> by_status_;
+  std::map<Answered, int> by_answer_;
+  std::map<std::pair<std::string, std::string>, SentResponse> first_;
+};
+
+void RunIdempotencyDemo(keel::Runtime& runtime) {
+  auto tracker = keel::IdempotencyTracker::Create(runtime, {});
+  if (!tracker.ok()) {
+    Check(false, "the idempotency tracker starts");
+    return;
+  }
+  auto http = keel::IdempotencyHttp::Create(runtime, **tracker, {});
+  if (!http.ok()) {
+    Check(false, "the idempotency HTTP layer starts");
+    return;
+  }
+  PaymentsEndpoint endpoint(*http);
+  BurstReport report;
+
+  std::mt19937_64 rng(kIdempotencySeed);
+  int keys_issued = 0;
+  std::vector<PaymentRequest> plan = PlanSequentialBurst(rng, keys_issued);
+  int next_number = static_cast<int>(plan.size()) + 1;
+  auto next_key = [&] {
+    char key[16];
+    std::snprintf(key, sizeof(key), "pay-%03d", ++keys_issued);
+    return std::string(key);
+  };
+
+  std::printf(
+      "idempotency POST /payments through IdempotencyHttp over an IdempotencyTracker (default "
+      "policy),\n            a burst from 2 identities (seed %llu); answers in request order:\n",
+      static_cast<unsigned long long>(kIdempotencySeed));
+  BurstReport::PrintRow("#", "thr", "who", "Idempotency-Key", "body", "answer", "");
+  for (const PaymentRequest& request : plan) report.Add(request, endpoint.Serve(request));
+
+  // Retries of a key while its first request runs: thread 1's handler is held until thread 2
+  // has sent a retry (409) and a retry with another body (422); then a late retry replays.
+  PaymentRequest slow;
+  slow.number = next_number++;
+  slow.identity = "alice";
+  slow.key = next_key();
+  slow.key_header = "\"" + slow.key + "\"";
+  slow.amount_cents = 100 + static_cast<int64_t>(rng() % 99900);
+  slow.to = "acct-" + std::to_string(1 + rng() % 9);
+  slow.bank = Bank::kSlow;
+  slow.expected = Answered::kRan;
+  const std::string while_slow = " while #" + std::to_string(slow.number) + " runs";
+  PaymentRequest retry = slow, changed = slow, late = slow;
+  retry.bank = changed.bank = late.bank = Bank::kOk;
+  retry.thread = changed.thread = late.thread = 2;
+  retry.number = next_number++;
+  retry.expected = Answered::kInFlight;
+  retry.note = "retry" + while_slow;
+  changed.number = next_number++;
+  changed.amount_cents += 1;
+  changed.expected = Answered::kMismatch;
+  changed.note = "other body" + while_slow;
+  late.number = next_number++;
+  late.expected = Answered::kReplayed;
+  late.note = "retry after #" + std::to_string(slow.number) + " answered";
+  slow.note = "held until #" + std::to_string(retry.number) + " and #" +
+              std::to_string(changed.number) + " are answered";
+  {
+    Gate entered, release;
+    bool held = false;
+    ServedAnswer slow_answer;
+    std::thread first([&] {
+      slow_answer = endpoint.Serve(slow, [&] {
+        entered.Open();
+        held = release.Wait();
+      });
+    });
+    Check(entered.Wait(), "the slow handler started");
+    ServedAnswer retry_answer = endpoint.Serve(retry);
+    ServedAnswer changed_answer = endpoint.Serve(changed);
+    release.Open();
+    first.join();
+    ServedAnswer late_answer = endpoint.Serve(late);
+    Check(held, "the slow handler was held until the retries were answered");
+    report.Add(slow, slow_answer);
+    report.Add(retry, retry_answer);
+    report.Add(changed, changed_answer);
+    report.Add(late, late_answer);
+  }
+
+  // Two threads send the same new key at the same moment: exactly one runs the handler, which
+  // is held until the other was answered, so the other is in flight whichever thread wins.
+  PaymentRequest racer[2];
+  racer[0].identity = "bob";
+  racer[0].key = next_key();
+  racer[0].key_header = "\"" + racer[0].key + "\"";
+  racer[0].amount_cents = 100 + static_cast<int64_t>(rng() % 99900);
+  racer[0].to = "acct-" + std::to_string(1 + rng() % 9);
+  racer[0].expected = Answered::kRace;
+  racer[1] = racer[0];
+  racer[0].number = next_number++;
+  racer[1].number = next_number++;
+  racer[1].thread = 2;
+  racer[0].note = "sent with #" + std::to_string(racer[1].number) + " at once";
+  racer[1].note = "sent with #" + std::to_string(racer[0].number) + " at once";
+  PaymentRequest after_race = racer[0];
+  after_race.number = next_number++;
+  after_race.expected = Answered::kReplayed;
+  after_race.note = "retry after the race";
+  {
+    Gate go, loser_answered;
+    std::atomic<bool> held{true};
+    ServedAnswer race_answer[2];
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 2; ++t) {
+      threads.emplace_back([&, t] {
+        if (!go.Wait()) return;
+        race_answer[t] = endpoint.Serve(racer[t], [&] {
+          if (!loser_answered.Wait()) held = false;
+        });
+        if (race_answer[t].answered != Answered::kRan) loser_answered.Open();
+      });
+    }
+    go.Open();
+    for (std::thread& t : threads) t.join();
+    Check(held.load(), "the race winner's handler was held until the other was answered");
+    report.Add(racer[0], race_answer[0]);
+    report.Add(racer[1], race_answer[1]);
+    const bool one_won = (race_answer[0].answered == Answered::kRan &&
+                          race_answer[1].answered == Answered::kInFlight) ||
+                         (race_answer[1].answered == Answered::kRan &&
+                          race_answer[0].answered == Answered::kInFlight);
+    Check(one_won, "of two requests racing with one key, one ran and the other was in flight");
+    report.Add(after_race, endpoint.Serve(after_race));
+  }
+
+  // Summary and the invariants a user relies on.
+  const auto runs = endpoint.Runs();
+  const auto releases = endpoint.Releases();
+  int handler_runs = 0;
+  bool at_most_once = true;
+  for (const auto& [scoped, count] : runs) {
+    handler_runs += count;
+    auto released = releases.find(scoped);
+    const int allowed = 1 + (released == releases.end() ? 0 : released->second);
+    if (count > allowed) {
+      std::printf("            %s %s ran the handler %d times\n", scoped.first.c_str(),
+                  scoped.second.c_str(), count);
+      at_most_once = false;
+    }
+  }
+  std::string statuses;
+  for (const auto& [status, count] : report.by_status()) {
+    statuses +=
+        (statuses.empty() ? "" : ", ") + std::to_string(status) + " x" + std::to_string(count);
+  }
+  const keel::IdempotencyStats stats = (*tracker)->Stats();
+  std::printf(
+      "            %d requests, %d handler runs (%d stored, %d threw, %d aborted: key released)\n",
+      report.requests(), handler_runs, report.Count(Answered::kRan), report.Count(Answered::kThrew),
+      report.Count(Answered::kReleased));
+  std::printf("            answers by status: %s\n", statuses.c_str());
+  std::printf(
+      "            tracker: %llu claims, %llu replays, %llu conflicts, %llu mismatches, "
+      "%llu halts, %llu halted answers;\n"
+      "                     entries: %llu completed, %llu halted, %llu processing\n",
+      static_cast<unsigned long long>(stats.claims), static_cast<unsigned long long>(stats.replays),
+      static_cast<unsigned long long>(stats.conflicts),
+      static_cast<unsigned long long>(stats.mismatches),
+      static_cast<unsigned long long>(stats.halts),
+      static_cast<unsigned long long>(stats.halted_answers),
+      static_cast<unsigned long long>(stats.completed),
+      static_cast<unsigned long long>(stats.halted),
+      static_cast<unsigned long long>(stats.processing));
+  Check(at_most_once, "each (identity, key) ran the handler at most once unless released");
+  Check(static_cast<uint64_t>(handler_runs) == stats.claims, "one handler run per claim");
+  Check(stats.replays == static_cast<uint64_t>(report.Count(Answered::kReplayed)) &&
+            stats.conflicts == static_cast<uint64_t>(report.Count(Answered::kInFlight)) &&
+            stats.mismatches == static_cast<uint64_t>(report.Count(Answered::kMismatch)) &&
+            stats.halts == static_cast<uint64_t>(report.Count(Answered::kThrew)) &&
+            stats.halted_answers == static_cast<uint64_t>(report.Count(Answered::kHalted)),
+        "the tracker's counters match the answers sent");
+  Check(stats.processing == 0 &&
+            stats.completed == static_cast<uint64_t>(report.Count(Answered::kRan)) &&
+            stats.halted == static_cast<uint64_t>(report.Count(Answered::kThrew)),
+        "every claim was settled: completed or halted entries, none left processing");
 }
 
 }  // namespace
@@ -350,6 +1051,9 @@ int main(int argc, char** argv) {
   Check(sizes.size() > plain_size.size() && sizes.ends_with(plain_size) &&
             sizes[sizes.size() - plain_size.size() - 1] == '/',
         "the round trip kept every byte");
+
+  // --- idempotency -------------------------------------------------------------------
+  RunIdempotencyDemo(runtime);
 
   // --- shutdown -----------------------------------------------------------------------
   loop = runtime.Stats();

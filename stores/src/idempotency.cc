@@ -183,6 +183,12 @@ absl::StatusOr<TrackResult> IdempotencyTracker::Track(std::string_view key,
                              options_.on_halted == HaltedEntries::kReleaseKey,
                              options_.max_entries};
   absl::StatusOr<internal::ClaimAttempt> attempt = map_->TryClaim(key, fingerprint, token, rules);
+  if (absl::IsResourceExhausted(attempt.status())) {
+    // Full, perhaps of entries that expired since the last sweep: sweep now, on this thread
+    // (the shards one at a time, in bounded steps), and try once more.
+    SweepNow();
+    attempt = map_->TryClaim(key, fingerprint, token, rules);
+  }
   if (!attempt.ok()) {
     shared_->refused_full.fetch_add(1, std::memory_order_relaxed);
     return attempt.status();

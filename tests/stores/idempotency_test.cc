@@ -228,6 +228,24 @@ TEST_F(IdempotencyTest, AFullTableRefusesNewKeysWithoutEvictingAny) {
   ASSERT_TRUE(fits.Abort().ok());
 }
 
+TEST_F(IdempotencyTest, AFullTableOfExpiredEntriesMakesRoomBeforeTheNextSweep) {
+  IdempotencyOptions options = Short();
+  options.max_entries = 2;
+  options.sweep_interval = absl::Hours(1);  // the periodic sweep does not run in this test
+  auto tracker = Make(options);
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_TRUE(Expect<Claim>(*tracker, absl::StrCat("k", i), "f").Complete({}).ok());
+  }
+  Advance(options.retention);  // both expire; no sweep has removed them
+  Claim fits = Expect<Claim>(*tracker, "k2", "f");
+  IdempotencyStats stats = tracker->Stats();
+  EXPECT_EQ(stats.refused_full, 0u);
+  EXPECT_EQ(stats.expirations, 2u);
+  EXPECT_EQ(stats.processing, 1u);
+  EXPECT_EQ(stats.completed, 0u);
+  ASSERT_TRUE(fits.Abort().ok());
+}
+
 TEST_F(IdempotencyTest, KeysAndFingerprintsAreBounded) {
   IdempotencyOptions options = Short();
   options.max_key_bytes = 8;

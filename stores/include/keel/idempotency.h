@@ -81,7 +81,9 @@ struct IdempotencyOptions {
   LeaseExpiry on_lease_expiry = LeaseExpiry::kHalt;
   HaltedEntries on_halted = HaltedEntries::kReplayFailure;
   // The most entries held at once; a Track that would add one more is ResourceExhausted
-  // (nothing is evicted: evicting an in-flight entry would break at-most-once).
+  // (nothing is evicted: evicting an in-flight entry would break at-most-once). Expired
+  // entries a sweep has not removed yet do not block it: a Track that finds the table full
+  // sweeps first, on its own thread.
   size_t max_entries = size_t{1} << 22;
   // Bounds on the bytes of a key and of a fingerprint; longer ones are InvalidArgument.
   size_t max_key_bytes = 512;
@@ -191,15 +193,17 @@ class IdempotencyTracker {
   // Looks `key` up and claims it if it is free, in one atomic step; see the header comment.
   // `fingerprint` identifies the payload (a SHA-256 of method, route and body, say).
   // InvalidArgument for an empty or over-long key or an over-long fingerprint;
-  // ResourceExhausted when a claim would exceed max_entries. Any thread.
+  // ResourceExhausted when a claim would exceed max_entries even after a sweep. Any thread.
   absl::StatusOr<TrackResult> Track(std::string_view key, std::string_view fingerprint);
 
   IdempotencyStats Stats() const;
   const IdempotencyOptions& options() const noexcept { return options_; }
 
   // Removes expired entries and applies lapsed leases now; returns how many entries were
-  // removed. The control thread does this every sweep_interval; tests call it after moving
-  // a manual clock. Any thread.
+  // removed. Granularity is 1 ms: an instant passed less than a millisecond ago may wait for
+  // the next sweep (lookups see it passed anyway). The control thread does this every
+  // sweep_interval; tests call it after moving a manual clock. Shard locks are held for a
+  // bounded step each, and removed entries are freed with no lock held. Any thread.
   size_t SweepNow();
 
  private:
