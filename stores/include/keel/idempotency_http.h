@@ -191,8 +191,11 @@ class IdempotencyHttp {
   // Settles `proceed` with the handler's `response` and returns what to send: for a tracked
   // request, the response is stored for retries (Claim::Complete) and the reply carries
   // Expires (the entry's new expiry); an untracked response passes through as is. Call once
-  // per Proceed; a second call, or one after claim->Abort(), passes the response through with
-  // `stored` FailedPrecondition. Any thread.
+  // per Proceed; a second call passes the response through with `stored`
+  // FailedPrecondition. A call after claim->Abort(), or after the claim's lease ran out, sends
+  // the response without storing it (`stored` FailedPrecondition, no Expires), less any
+  // Expires and Idempotent-Replayed headers of the handler's, as for every tracked request.
+  // Any thread.
   Finished Finish(Proceed& proceed, IdempotentResponse response) const;
 
   // The key under which a request is tracked: 64 hex digits of the scope's SHA-256, ':' and
