@@ -5,7 +5,8 @@
 // Track a new key (a claim), complete the claim with a small response, then a retry Tracks the
 // same key and gets the stored response back (a replay; its status goes to DoNotOptimize).
 //   BM_Idempotency_Mix          keel::IdempotencyTracker (its sharded map with per-shard timer
-//                               wheels: every claim and completion also arms a timer)
+//                               wheels: every claim also arms a timer, which the sweep
+//                               moves to the expiry once the lease deadline passes)
 //   BM_TbbConcurrentHashMap_Mix oneTBB concurrent_hash_map with accessors: insert-if-absent
 //                               under a write accessor, find + update to completed, and the
 //                               retry's insert-if-absent that finds the entry
@@ -38,16 +39,21 @@
 // and, each time the clock moves one second, one batch of 10k has expired. Each iteration adds
 // a new batch and moves the clock (both untimed), then removes the 10k expired entries (timed):
 //   BM_Idempotency_Expire       keel's SweepNow(): the per-shard wheels hand over the expired
-//                               keys (and cascade the timers of the live ones on the way)
+//                               entries (and cascade the timers of the live ones on the way);
+//                               it also moves the timers of the batch whose 30 s lease deadline
+//                               has just passed to their expiry (keel arms a timer at the lease
+//                               deadline when a key is claimed and leaves it there when the
+//                               claim completes), so each sweep handles 10k + 10k entries
 //   BM_FullScan_Expire          one pass over an absl::flat_hash_map holding the same entries,
 //                               erasing those whose expiry has passed (the best case for a
 //                               scan: the records lie in one array, read in order)
-//   BM_FullScanNodeMap_Expire   the same pass over an absl::node_hash_map, the container keel's
-//                               shards use (each record a separate allocation)
+//   BM_FullScanNodeMap_Expire   the same pass over an absl::node_hash_map (each record a
+//                               separate allocation, as in keel's shards)
 // Counter removed_per_iteration says what each removed (10000 on every row, or the row fails).
-// Every row frees the same allocations per removed entry (key, fingerprint, node or slot,
-// response); the difference is in finding them: the wheel hands over 10k keys (each then
-// looked up in its shard's map), a scan reads all 1.01M records.
+// Every row frees each removed entry's response and record (keel: one allocation holding the
+// key and the fingerprint; the peers: key and fingerprint strings, and the node); the
+// difference is in finding them: the wheels hand over 20k entries, a scan reads all 1.01M
+// records.
 #include <malloc.h>
 
 #include <algorithm>

@@ -75,6 +75,11 @@ const std::string kKeys[] = {"a", "b", "order-42", std::string("nul\0key", 7),
 const std::string kFingerprints[] = {"fp-1", "fp-2", "", std::string(64, 'f')};
 const std::string kReasons[] = {"handler threw", "", keel::internal::kLeaseLapsedReason};
 
+// The rules a tracker passes to each TryClaim, and the bound it gives the map at creation.
+struct Rules : ClaimRules {
+  size_t max_entries = 1;
+};
+
 // The oracle's record: everything the map keeps about a key.
 struct IdempotencyRecord {
   RecordState state = RecordState::kProcessing;
@@ -117,7 +122,7 @@ const char* StateName(RecordState s) {
 // The oracle: the rules above, on a flat map.
 class Oracle {
  public:
-  Oracle(Instant start, ClaimRules rules) : start_(start), rules_(std::move(rules)) {}
+  Oracle(Instant start, Rules rules) : start_(start), rules_(std::move(rules)) {}
 
   struct Claimed {
     absl::StatusCode code = absl::StatusCode::kOk;
@@ -247,7 +252,7 @@ class Oracle {
 
  private:
   const Instant start_;
-  const ClaimRules rules_;
+  const Rules rules_;
   uint64_t swept_tick_ = 0;  // the latest sweep's tick
   absl::flat_hash_map<std::string, IdempotencyRecord> records_;
 };
@@ -259,8 +264,8 @@ class Harness {
         start_(Instant{} + std::chrono::milliseconds(
                                input.ConsumeIntegralInRange<int64_t>(0, int64_t{1} << 40))),
         shards_(1 << input.ConsumeIntegralInRange<int>(0, 6)),
-        map_(shards_, start_),
         rules_(ConsumeRules(input)),
+        map_(shards_, start_, rules_.max_entries),
         oracle_(start_, rules_),
         base_now_(start_) {
     Log(absl::StrCat(
@@ -312,8 +317,8 @@ class Harness {
   }
 
  private:
-  static ClaimRules ConsumeRules(FuzzedDataProvider& input) {
-    ClaimRules rules;
+  static Rules ConsumeRules(FuzzedDataProvider& input) {
+    Rules rules;
     rules.lease = ConsumeDuration(input, absl::Milliseconds(1));
     rules.retention = rules.lease + ConsumeDuration(input, absl::ZeroDuration());
     rules.reclaim_lapsed_lease = input.ConsumeBool();
@@ -600,9 +605,9 @@ class Harness {
   FuzzedDataProvider& input_;
   const Instant start_;
   const int shards_;
+  const Rules rules_;
   ShardedIdempotencyMap map_;
   MapEvents events_;  // what the map should have counted
-  const ClaimRules rules_;
   Oracle oracle_;
   Instant base_now_;  // moves forward only
   absl::Duration jitter_ = absl::ZeroDuration();

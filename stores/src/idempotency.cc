@@ -111,7 +111,7 @@ IdempotencyTracker::IdempotencyTracker(Runtime& runtime, IdempotencyOptions opti
     : runtime_(runtime),
       options_(std::move(options)),
       map_(std::make_unique<internal::ShardedIdempotencyMap>(ChooseShards(options_.shards),
-                                                             runtime.Now())),
+                                                             runtime.Now(), options_.max_entries)),
       shared_(std::make_shared<Shared>()) {
   shared_->tracker = this;
 }
@@ -176,12 +176,9 @@ absl::StatusOr<TrackResult> IdempotencyTracker::Track(std::string_view key,
   thread_local std::mt19937_64 tokens{std::random_device{}()};
   uint64_t token = tokens() | 1;  // never 0
   Instant now = runtime_.Now();
-  internal::ClaimRules rules{now,
-                             options_.lease,
-                             options_.retention,
+  internal::ClaimRules rules{now, options_.lease, options_.retention,
                              options_.on_lease_expiry == LeaseExpiry::kReclaim,
-                             options_.on_halted == HaltedEntries::kReleaseKey,
-                             options_.max_entries};
+                             options_.on_halted == HaltedEntries::kReleaseKey};
   absl::StatusOr<internal::ClaimAttempt> attempt = map_->TryClaim(key, fingerprint, token, rules);
   if (absl::IsResourceExhausted(attempt.status())) {
     // Full, perhaps of entries that expired since the last sweep: sweep now, on this thread

@@ -70,8 +70,11 @@ void ShardedIdempotencyMap::SetState(Shard& shard, Entry& entry, RecordState sta
   ++shard.counts[static_cast<int>(state)];
 }
 
-ShardedIdempotencyMap::ShardedIdempotencyMap(int shards, Instant start)
-    : epoch_(start), shard_mask_(static_cast<uint64_t>(shards) - 1) {
+ShardedIdempotencyMap::ShardedIdempotencyMap(int shards, Instant start, size_t max_entries)
+    : epoch_(start),
+      shard_mask_(static_cast<uint64_t>(shards) - 1),
+      max_entries_(max_entries),
+      free_places_(max_entries) {
   shards_.reserve(static_cast<size_t>(shards));
   for (int i = 0; i < shards; ++i) shards_.push_back(std::make_unique<Shard>(/*start_tick=*/0));
 }
@@ -102,11 +105,14 @@ uint64_t ShardedIdempotencyMap::TickFloor(Instant t) const {
   return static_cast<uint64_t>(ns / 1'000'000);
 }
 
+Instant ShardedIdempotencyMap::NextInstant(const Entry& entry) {
+  return entry.state == RecordState::kProcessing ? std::min(entry.expires, entry.lease_deadline)
+                                                 : entry.expires;
+}
+
 void ShardedIdempotencyMap::Arm(Shard& shard, Entry& entry) {
   if (entry.timer != kInvalidTimerId) shard.wheel.Cancel(entry.timer);
-  Instant next = entry.expires;
-  if (entry.state == RecordState::kProcessing) next = std::min(next, entry.lease_deadline);
-  entry.timer = shard.wheel.Schedule(TickCeil(next), &entry);
+  entry.timer = shard.wheel.Schedule(TickCeil(NextInstant(entry)), &entry);
 }
 
 ShardedIdempotencyMap::EntryPtr ShardedIdempotencyMap::Unlink(Shard& shard, Entry* entry) {
@@ -114,8 +120,12 @@ ShardedIdempotencyMap::EntryPtr ShardedIdempotencyMap::Unlink(Shard& shard, Entr
   entry->timer = kInvalidTimerId;
   --shard.counts[static_cast<int>(entry->state)];
   shard.set.erase(Probe{entry->key(), entry->hash});
-  // relaxed: a counter; TryClaim's check is a bound, not a synchronisation point.
-  entries_.fetch_sub(1, std::memory_order_relaxed);
+  // The entry's place goes back to the shard's credits, and a surplus to the map.
+  if (++shard.credits > 2 * kCreditBatch) {
+    // relaxed: a count of free places, a bound; it orders nothing.
+    free_places_.fetch_add(shard.credits - kCreditBatch, std::memory_order_relaxed);
+    shard.credits = kCreditBatch;
+  }
   return EntryPtr(entry);
 }
 
@@ -156,17 +166,51 @@ ClaimAttempt ShardedIdempotencyMap::Describe(Shard& shard, const Entry& entry,
   return a;
 }
 
+bool ShardedIdempotencyMap::TakeCredits(Shard& shard) {
+  // relaxed: see Unlink.
+  size_t free = free_places_.load(std::memory_order_relaxed);
+  while (free > 0) {
+    const size_t take = std::min(free, kCreditBatch);
+    if (free_places_.compare_exchange_weak(free, free - take, std::memory_order_relaxed)) {
+      shard.credits += take;
+      return true;
+    }
+  }
+  return false;
+}
+
+void ShardedIdempotencyMap::ReturnCredits(Shard& shard) {
+  if (shard.credits == 0) return;
+  free_places_.fetch_add(shard.credits, std::memory_order_relaxed);  // relaxed: see Unlink
+  shard.credits = 0;
+}
+
 absl::StatusOr<ClaimAttempt> ShardedIdempotencyMap::TryClaim(std::string_view key,
                                                              std::string_view fingerprint,
                                                              uint64_t owner,
                                                              const ClaimRules& rules) {
-  const size_t hash = HashKey(key);
-  Shard& shard = ShardFor(hash);
+  const Probe probe{key, HashKey(key)};
+  absl::StatusOr<ClaimAttempt> attempt = TryClaimInShard(probe, fingerprint, owner, rules);
+  if (!absl::IsResourceExhausted(attempt.status())) return attempt;
+  // No free place left in the map's pool: the other shards' unused credits may hold some.
+  // Gather them (one shard locked at a time, never two) and try once more.
+  for (auto& shard : shards_) {
+    MutexLock lock(&shard->mu);
+    ReturnCredits(*shard);
+  }
+  return TryClaimInShard(probe, fingerprint, owner, rules);
+}
+
+absl::StatusOr<ClaimAttempt> ShardedIdempotencyMap::TryClaimInShard(const Probe& probe,
+                                                                    std::string_view fingerprint,
+                                                                    uint64_t owner,
+                                                                    const ClaimRules& rules) {
+  Shard& shard = ShardFor(probe.hash);
   // What a replaced record held, freed after the lock is released (declared first).
   std::shared_ptr<const IdempotentResponse> old_response;
   std::unique_ptr<const std::string> old_reason;
   MutexLock lock(&shard.mu);
-  auto it = shard.set.find(Probe{key, hash});
+  auto it = shard.set.find(probe);
   Entry* entry;
   if (it != shard.set.end()) {
     entry = *it;
@@ -178,22 +222,20 @@ absl::StatusOr<ClaimAttempt> ShardedIdempotencyMap::TryClaim(std::string_view ke
         (rules.release_halted && (entry->state == RecordState::kHalted || lapsed) &&
          same_fingerprint);
     if (!free) return Describe(shard, *entry, same_fingerprint, rules.now);
-    // Replace in place: the entry, its key and its place in entries_ stay.
+    // Replace in place: the entry, its key and its place stay.
     SetState(shard, *entry, RecordState::kProcessing);
     old_response = std::move(entry->response);
     old_reason = std::move(entry->halt_reason);
     entry->lease_lapsed = false;
   } else {
-    // relaxed: see Unlink. Reserve a place first, so that concurrent claims on other shards
-    // cannot together pass the bound.
-    if (entries_.fetch_add(1, std::memory_order_relaxed) >= rules.max_entries) {
-      entries_.fetch_sub(1, std::memory_order_relaxed);
+    if (shard.credits == 0 && !TakeCredits(shard)) {
       return absl::ResourceExhaustedError(absl::StrCat(
-          "the idempotency table holds its maximum of ", rules.max_entries,
+          "the idempotency table holds its maximum of ", max_entries_,
           " entries; no entry is evicted (in-flight ones must stay): raise max_entries or "
           "shorten retention"));
     }
-    entry = Entry::New(key, hash).release();  // owned by the set from here
+    --shard.credits;
+    entry = Entry::New(probe.key, probe.hash).release();  // owned by the set from here
     shard.set.insert(entry);
     ++shard.counts[static_cast<int>(RecordState::kProcessing)];
   }
@@ -247,8 +289,8 @@ absl::Status ShardedIdempotencyMap::Complete(std::string_view key, uint64_t owne
   if (!entry.ok()) return entry.status();  // `response` is freed after the lock is released
   SetState(shard, **entry, RecordState::kCompleted);
   (*entry)->response = std::move(response);
-  (*entry)->expires = AddDuration(now, retention);  // retention restarts when it settles
-  Arm(shard, **entry);
+  // Retention restarts when it settles. The timer stays (invariant 1: the expiry is later).
+  (*entry)->expires = AddDuration(now, retention);
   return absl::OkStatus();
 }
 
@@ -262,8 +304,7 @@ absl::Status ShardedIdempotencyMap::Halt(std::string_view key, uint64_t owner, s
   if (!entry.ok()) return entry.status();
   SetState(shard, **entry, RecordState::kHalted);
   (*entry)->halt_reason = std::move(halt_reason);
-  (*entry)->expires = AddDuration(now, retention);
-  Arm(shard, **entry);
+  (*entry)->expires = AddDuration(now, retention);  // the timer stays, as in Complete
   ++shard.events.halts;
   return absl::OkStatus();
 }
@@ -296,6 +337,13 @@ SweepResult ShardedIdempotencyMap::Sweep(Instant now, bool reclaim_lapsed_lease)
             [&](TimerId, Entry*&& fired_entry) ABSL_NO_THREAD_SAFETY_ANALYSIS {
               Entry& entry = *fired_entry;
               entry.timer = kInvalidTimerId;  // it fired
+              // A timer that fired early (invariant 1) only re-arms: the entry is handled
+              // when the tick of its instant of interest has passed, as if the timer had
+              // been there all along; then the instants are checked at `now`.
+              if (TickCeil(NextInstant(entry)) > tick) {
+                Arm(shard, entry);
+                return;
+              }
               const bool expired = entry.Expired(now);
               const bool lapsed = entry.LeaseLapsed(now);
               if (expired || (reclaim_lapsed_lease && lapsed)) {
@@ -334,6 +382,15 @@ ShardedIdempotencyMap::Counts ShardedIdempotencyMap::CountByState() const {
     counts.halted += shard_ptr->counts[static_cast<int>(RecordState::kHalted)];
   }
   return counts;
+}
+
+size_t ShardedIdempotencyMap::size() const {
+  size_t total = 0;
+  for (const auto& shard_ptr : shards_) {
+    MutexLock lock(&shard_ptr->mu);
+    total += shard_ptr->set.size();
+  }
+  return total;
 }
 
 MapEvents ShardedIdempotencyMap::Events() const {

@@ -13,12 +13,19 @@
 //
 // Invariants (each under the shard's lock):
 //   1. Every entry in a shard's set has exactly one pending timer in that shard's wheel, at
-//      the entry's next instant of interest: the lease deadline while processing (when the
-//      lease ends before the entry expires), else the expiry. `timer` names it.
+//      or before the entry's next instant of interest: the lease deadline while processing
+//      (when the lease ends before the entry expires), else the expiry. `timer` names it. A
+//      claim arms it at that instant; settling (Complete, Halt) leaves it where it is, since
+//      the new expiry is no earlier than the lease deadline (retention >= lease), so the
+//      request path does no timer work; a sweep that finds a timer fired early re-arms it.
 //   2. The wheel's payload is the Entry's address; an entry leaves the set (and its timer is
 //      cancelled, unless it is the one firing) before it is freed.
-//   3. `entries_` counts the entries of all shards; a claim that would pass max_entries is
-//      refused before anything is inserted.
+//   3. Places: free_places_ + the shards' credits + the entries of all shards ==
+//      max_entries. A new entry spends one of its shard's credits; a shard out of credits
+//      takes a batch from free_places_, and gives back its surplus when entries leave. So
+//      the bound is exact (a claim is refused only when no place is left, after the other
+//      shards' unused credits were gathered), and the request path touches the shared
+//      counter once per kCreditBatch new entries, not on each.
 //   4. `counts` counts the shard's entries by state; `events` only grows.
 // Entries leave a shard under its lock and are freed after the lock is released, so a shard
 // lock is never held across the frees of a record and its response.
@@ -53,7 +60,6 @@ struct ClaimRules {
   absl::Duration retention;
   bool reclaim_lapsed_lease;  // LeaseExpiry::kReclaim
   bool release_halted;        // HaltedEntries::kReleaseKey
-  size_t max_entries;
 };
 
 // What TryClaim found, decided under the shard's lock (the fingerprint check first).
@@ -85,8 +91,9 @@ struct MapEvents {
 
 class ShardedIdempotencyMap {
  public:
-  // `shards` is a power of two; `start` is the wheels' first tick.
-  ShardedIdempotencyMap(int shards, Instant start);
+  // `shards` is a power of two; `start` is the wheels' first tick; at most `max_entries`
+  // entries are held at once.
+  ShardedIdempotencyMap(int shards, Instant start, size_t max_entries);
   ~ShardedIdempotencyMap();
   ShardedIdempotencyMap(const ShardedIdempotencyMap&) = delete;
   ShardedIdempotencyMap& operator=(const ShardedIdempotencyMap&) = delete;
@@ -95,7 +102,7 @@ class ShardedIdempotencyMap {
   // what the live record is. A live record with another fingerprint is never replaced
   // (mismatch comes first), except when its lease lapsed under reclaim_lapsed_lease, which
   // frees the key whatever the payload. ResourceExhausted when a new record would pass
-  // max_entries.
+  // max_entries (expired records count until a sweep removes them).
   absl::StatusOr<ClaimAttempt> TryClaim(std::string_view key, std::string_view fingerprint,
                                         uint64_t owner, const ClaimRules& rules);
 
@@ -119,7 +126,7 @@ class ShardedIdempotencyMap {
   };
   Counts CountByState() const;
   MapEvents Events() const;
-  size_t size() const noexcept { return entries_.load(std::memory_order_relaxed); }
+  size_t size() const;  // locks each shard in turn
 
  private:
   struct Entry;
@@ -151,13 +158,23 @@ class ShardedIdempotencyMap {
     TimerWheel<Entry*> wheel ABSL_GUARDED_BY(mu);
     int64_t counts[3] ABSL_GUARDED_BY(mu) = {0, 0, 0};  // entries by RecordState
     MapEvents events ABSL_GUARDED_BY(mu);
+    size_t credits ABSL_GUARDED_BY(mu) = 0;  // places reserved for new entries (invariant 3)
     explicit Shard(uint64_t start_tick) : wheel(start_tick) {}
   };
 
+  static constexpr size_t kCreditBatch = 32;
+
+  absl::StatusOr<ClaimAttempt> TryClaimInShard(const Probe& probe, std::string_view fingerprint,
+                                               uint64_t owner, const ClaimRules& rules);
+  // Takes up to kCreditBatch places from free_places_; false when none is left.
+  bool TakeCredits(Shard& shard) ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
+  void ReturnCredits(Shard& shard) ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
   static size_t HashKey(std::string_view key);
   Shard& ShardFor(size_t hash);
   uint64_t TickCeil(Instant t) const;
   uint64_t TickFloor(Instant t) const;
+  // The entry's next instant of interest (invariant 1).
+  static Instant NextInstant(const Entry& entry);
   // Re-arms the entry's timer at its next instant of interest (invariant 1).
   void Arm(Shard& shard, Entry& entry) ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
   // Finds `key` held as processing by `owner` with a live lease, or says why not.
@@ -175,7 +192,8 @@ class ShardedIdempotencyMap {
   const Instant epoch_;
   std::vector<std::unique_ptr<Shard>> shards_;
   const uint64_t shard_mask_;
-  std::atomic<size_t> entries_{0};
+  const size_t max_entries_;
+  std::atomic<size_t> free_places_;  // invariant 3
 };
 
 }  // namespace keel::internal
