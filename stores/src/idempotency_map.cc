@@ -81,7 +81,7 @@ ShardedIdempotencyMap::ShardedIdempotencyMap(int shards, Instant start, size_t m
 
 ShardedIdempotencyMap::~ShardedIdempotencyMap() {
   for (auto& shard : shards_) {
-    MutexLock lock(&shard->mu);
+    SpinLockHolder lock(&shard->mu);
     for (Entry* entry : shard->set) EntryDeleter()(entry);
     shard->set.clear();
   }
@@ -108,6 +108,18 @@ uint64_t ShardedIdempotencyMap::TickFloor(Instant t) const {
 Instant ShardedIdempotencyMap::NextInstant(const Entry& entry) {
   return entry.state == RecordState::kProcessing ? std::min(entry.expires, entry.lease_deadline)
                                                  : entry.expires;
+}
+
+void ShardedIdempotencyMap::SettleAt(Shard& shard, Entry& entry, RecordState state,
+                                     Instant expires) {
+  // A processing entry's timer is exactly at its next instant's tick (claims arm it).
+  const uint64_t armed = TickCeil(NextInstant(entry));
+  SetState(shard, entry, state);
+  entry.expires = expires;  // retention restarts when the entry settles
+  // The timer stays where it is (invariant 1) unless the new expiry comes before it: that
+  // takes a settle whose `now` is behind its claim's (callers read the clock before taking
+  // the lock) by more than retention - lease.
+  if (TickCeil(expires) < armed) Arm(shard, entry);
 }
 
 void ShardedIdempotencyMap::Arm(Shard& shard, Entry& entry) {
@@ -195,7 +207,7 @@ absl::StatusOr<ClaimAttempt> ShardedIdempotencyMap::TryClaim(std::string_view ke
   // No free place left in the map's pool: the other shards' unused credits may hold some.
   // Gather them (one shard locked at a time, never two) and try once more.
   for (auto& shard : shards_) {
-    MutexLock lock(&shard->mu);
+    SpinLockHolder lock(&shard->mu);
     ReturnCredits(*shard);
   }
   return TryClaimInShard(probe, fingerprint, owner, rules);
@@ -209,7 +221,7 @@ absl::StatusOr<ClaimAttempt> ShardedIdempotencyMap::TryClaimInShard(const Probe&
   // What a replaced record held, freed after the lock is released (declared first).
   std::shared_ptr<const IdempotentResponse> old_response;
   std::unique_ptr<const std::string> old_reason;
-  MutexLock lock(&shard.mu);
+  SpinLockHolder lock(&shard.mu);
   auto it = shard.set.find(probe);
   Entry* entry;
   if (it != shard.set.end()) {
@@ -284,13 +296,11 @@ absl::Status ShardedIdempotencyMap::Complete(std::string_view key, uint64_t owne
                                              Instant now, absl::Duration retention) {
   const Probe probe{key, HashKey(key)};
   Shard& shard = ShardFor(probe.hash);
-  MutexLock lock(&shard.mu);
+  SpinLockHolder lock(&shard.mu);
   absl::StatusOr<Entry*> entry = Owned(shard, probe, owner, now);
   if (!entry.ok()) return entry.status();  // `response` is freed after the lock is released
-  SetState(shard, **entry, RecordState::kCompleted);
   (*entry)->response = std::move(response);
-  // Retention restarts when it settles. The timer stays (invariant 1: the expiry is later).
-  (*entry)->expires = AddDuration(now, retention);
+  SettleAt(shard, **entry, RecordState::kCompleted, AddDuration(now, retention));
   return absl::OkStatus();
 }
 
@@ -299,12 +309,11 @@ absl::Status ShardedIdempotencyMap::Halt(std::string_view key, uint64_t owner, s
   auto halt_reason = std::make_unique<const std::string>(std::move(reason));  // before locking
   const Probe probe{key, HashKey(key)};
   Shard& shard = ShardFor(probe.hash);
-  MutexLock lock(&shard.mu);
+  SpinLockHolder lock(&shard.mu);
   absl::StatusOr<Entry*> entry = Owned(shard, probe, owner, now);
   if (!entry.ok()) return entry.status();
-  SetState(shard, **entry, RecordState::kHalted);
   (*entry)->halt_reason = std::move(halt_reason);
-  (*entry)->expires = AddDuration(now, retention);  // the timer stays, as in Complete
+  SettleAt(shard, **entry, RecordState::kHalted, AddDuration(now, retention));
   ++shard.events.halts;
   return absl::OkStatus();
 }
@@ -313,7 +322,7 @@ absl::Status ShardedIdempotencyMap::Release(std::string_view key, uint64_t owner
   const Probe probe{key, HashKey(key)};
   Shard& shard = ShardFor(probe.hash);
   EntryPtr removed;  // freed after the lock is released
-  MutexLock lock(&shard.mu);
+  SpinLockHolder lock(&shard.mu);
   absl::StatusOr<Entry*> entry = Owned(shard, probe, owner, now);
   if (!entry.ok()) return entry.status();
   removed = Unlink(shard, *entry);
@@ -331,7 +340,7 @@ SweepResult ShardedIdempotencyMap::Sweep(Instant now, bool reclaim_lapsed_lease)
       size_t removed_count = 0;
       size_t fired;
       {
-        MutexLock lock(&shard.mu);
+        SpinLockHolder lock(&shard.mu);
         fired = shard.wheel.Advance(
             tick,
             [&](TimerId, Entry*&& fired_entry) ABSL_NO_THREAD_SAFETY_ANALYSIS {
@@ -376,7 +385,7 @@ SweepResult ShardedIdempotencyMap::Sweep(Instant now, bool reclaim_lapsed_lease)
 ShardedIdempotencyMap::Counts ShardedIdempotencyMap::CountByState() const {
   Counts counts;
   for (const auto& shard_ptr : shards_) {
-    MutexLock lock(&shard_ptr->mu);
+    SpinLockHolder lock(&shard_ptr->mu);
     counts.processing += shard_ptr->counts[static_cast<int>(RecordState::kProcessing)];
     counts.completed += shard_ptr->counts[static_cast<int>(RecordState::kCompleted)];
     counts.halted += shard_ptr->counts[static_cast<int>(RecordState::kHalted)];
@@ -387,7 +396,7 @@ ShardedIdempotencyMap::Counts ShardedIdempotencyMap::CountByState() const {
 size_t ShardedIdempotencyMap::size() const {
   size_t total = 0;
   for (const auto& shard_ptr : shards_) {
-    MutexLock lock(&shard_ptr->mu);
+    SpinLockHolder lock(&shard_ptr->mu);
     total += shard_ptr->set.size();
   }
   return total;
@@ -396,7 +405,7 @@ size_t ShardedIdempotencyMap::size() const {
 MapEvents ShardedIdempotencyMap::Events() const {
   MapEvents total;
   for (const auto& shard_ptr : shards_) {
-    MutexLock lock(&shard_ptr->mu);
+    SpinLockHolder lock(&shard_ptr->mu);
     const MapEvents& e = shard_ptr->events;
     total.claims += e.claims;
     total.replays += e.replays;

@@ -16,8 +16,9 @@
 //      or before the entry's next instant of interest: the lease deadline while processing
 //      (when the lease ends before the entry expires), else the expiry. `timer` names it. A
 //      claim arms it at that instant; settling (Complete, Halt) leaves it where it is, since
-//      the new expiry is no earlier than the lease deadline (retention >= lease), so the
-//      request path does no timer work; a sweep that finds a timer fired early re-arms it.
+//      the new expiry is normally no earlier than the lease deadline (retention >= lease), so
+//      the request path does no timer work; a sweep that finds a timer fired early re-arms
+//      it.
 //   2. The wheel's payload is the Entry's address; an entry leaves the set (and its timer is
 //      cancelled, unless it is the one firing) before it is freed.
 //   3. Places: free_places_ + the shards' credits + the entries of all shards ==
@@ -153,7 +154,7 @@ class ShardedIdempotencyMap {
   using EntrySet = absl::flat_hash_set<Entry*, EntryHash, EntryEq>;
 
   struct Shard {
-    mutable Mutex mu;
+    mutable SpinLock mu;  // held for one lookup or a bounded sweep step, never across a free
     EntrySet set ABSL_GUARDED_BY(mu);  // owns its entries (freed by the map)
     TimerWheel<Entry*> wheel ABSL_GUARDED_BY(mu);
     int64_t counts[3] ABSL_GUARDED_BY(mu) = {0, 0, 0};  // entries by RecordState
@@ -175,6 +176,10 @@ class ShardedIdempotencyMap {
   uint64_t TickFloor(Instant t) const;
   // The entry's next instant of interest (invariant 1).
   static Instant NextInstant(const Entry& entry);
+  // Moves a processing entry to `state` (completed or halted) with a new expiry, leaving its
+  // timer where it is when that is no later than the expiry (invariant 1).
+  void SettleAt(Shard& shard, Entry& entry, RecordState state, Instant expires)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
   // Re-arms the entry's timer at its next instant of interest (invariant 1).
   void Arm(Shard& shard, Entry& entry) ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
   // Finds `key` held as processing by `owner` with a live lease, or says why not.

@@ -34,11 +34,12 @@
 // Progress: Track takes one shard's lock for the lookup-and-insert (a hash lookup, and for a
 // claim a timer wheel insert); Complete and Halt take it for a lookup (their entry's timer
 // stays where the claim put it; the sweep moves it to the expiry when it fires). Shards are
-// independent, so lookups of different keys rarely contend. No user code, no I/O and no
-// free of a record or response runs under a shard lock.
+// independent, so lookups of different keys rarely contend. A shard lock is a spin lock held
+// for one lookup (and, for a new key, one allocation): no user code, no I/O and no free of a
+// record or response runs under it; a waiter spins briefly, then yields its CPU.
 //
 // Costs (bench/idempotency_bench.cc, 2-vCPU VM, 1M+ entries; claim + complete + replay of
-// one request): about 0.94 us at 1 thread and 0.62 us per request at 2 threads, 1.6x / 1.3x
+// one request): about 0.93 us at 1 thread and 0.53 us per request at 2 threads, 1.6x / 1.5x
 // oneTBB's concurrent_hash_map doing the same; 210-215 heap bytes per entry beyond the key
 // and the response (oneTBB 268, std::unordered_map 247). A sweep removing 10k expired
 // entries among 1M takes ~9 ms, most of it freeing them; a full scan takes ~23 ms.
