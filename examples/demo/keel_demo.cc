@@ -16,6 +16,9 @@
 //     status and the tracker's counters. Each answer must be the planned one, no key may run
 //     its handler twice unless released, and every replay must repeat the first response
 //     byte for byte.
+//   - a keeper: a counter worker that crashes on every 100th message, sent thousands of
+//     casts from two threads; the count must come out exact (every crashing message is
+//     delivered again to the next incarnation and applied once), with the restarts counted.
 // Exit status 0 when every check holds, 1 otherwise.
 //
 // Usage: keel-demo [--seconds=N] (default 2, 1 to 600)
@@ -34,6 +37,7 @@
 #include <mutex>
 #include <optional>
 #include <random>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -49,6 +53,7 @@
 #include "keel/fetchers/gzip.h"
 #include "keel/idempotency.h"
 #include "keel/idempotency_http.h"
+#include "keel/keeper.h"
 #include "keel/logging.h"
 #include "keel/rcu_cell.h"
 #include "keel/remote_term.h"
@@ -837,6 +842,105 @@ void RunIdempotencyDemo(keel::Runtime& runtime) {
 
 }  // namespace
 
+// --- keeper -------------------------------------------------------------------------------
+
+// A counter whose handler throws on every 100th message it sees for the first time (a
+// transient fault): the crash is not applied, the message is delivered again to the next
+// incarnation, and the count stays exact.
+struct FlakyCounter {
+  struct State {
+    int64_t count = 0;
+    int64_t sum = 0;
+  };
+  using Args = int64_t;
+  using CastMsg = int64_t;         // a value to add
+  using CallMsg = std::monostate;  // read the state
+  using Reply = State;
+
+  // Shared by every incarnation (a worker's own members do not survive a crash).
+  struct Faults {
+    std::mutex mu;
+    int64_t seen = 0;
+    std::set<int64_t> crashed;  // values whose first delivery crashed
+  };
+  explicit FlakyCounter(std::shared_ptr<Faults> f) : faults(std::move(f)) {}
+
+  State OnFirstStart(const Args& start) { return State{start, 0}; }
+  keel::Next<State> OnRecover(const State&, const keel::Crash&) { return keel::kUnchanged; }
+  keel::Next<State> HandleCast(const State& s, const int64_t& value) {
+    {
+      std::lock_guard<std::mutex> lock(faults->mu);
+      if (++faults->seen % 100 == 0 && faults->crashed.insert(value).second) {
+        throw std::runtime_error("every 100th message crashes the worker");
+      }
+    }
+    return State{s.count + 1, s.sum + value};
+  }
+  keel::CallOutcome<State, Reply> HandleCall(const State& s, const std::monostate&) {
+    return {keel::kUnchanged, s};
+  }
+
+  std::shared_ptr<Faults> faults;
+};
+
+void RunKeeperDemo(keel::Runtime& runtime) {
+  constexpr int kThreads = 2;
+  constexpr int64_t kPerThread = 2500;
+  auto faults = std::make_shared<FlakyCounter::Faults>();
+  keel::KeeperOptions options;
+  options.name = "flaky-counter";
+  options.max_restarts = 1000;  // a crash every 100 messages is expected here
+  options.restart_window = absl::Seconds(1);
+  options.backoff_initial = absl::ZeroDuration();
+  options.backoff_max = absl::ZeroDuration();
+  options.poison_after = 2;  // a message that crashed twice would be dead-lettered
+  const auto started = std::chrono::steady_clock::now();
+  auto keeper = keel::Keeper<FlakyCounter>::Start(
+      runtime, 0, options, [faults] { return std::make_unique<FlakyCounter>(faults); });
+  if (!keeper.ok()) {
+    Check(false, "the keeper starts");
+    return;
+  }
+  std::vector<std::thread> senders;
+  for (int t = 0; t < kThreads; ++t) {
+    senders.emplace_back([&, t] {
+      for (int64_t i = 1; i <= kPerThread; ++i) {
+        Check((*keeper)->Cast(t * kPerThread + i).ok(), "a cast is queued");
+      }
+    });
+  }
+  for (std::thread& t : senders) t.join();
+  absl::StatusOr<FlakyCounter::State> final_state = (*keeper)->Call({}, absl::Seconds(30));
+  const double ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
+  keel::KeeperStats stats = (*keeper)->Stats();
+  constexpr int64_t kMessages = kThreads * kPerThread;
+  constexpr int64_t kExpectedSum = kMessages * (kMessages + 1) / 2;
+  std::printf(
+      "keeper      counter worker crashing on every 100th message; %lld casts from %d "
+      "threads in %.1f ms\n",
+      static_cast<long long>(kMessages), kThreads, ms);
+  if (!final_state.ok()) {
+    std::printf("            final read failed: %s\n", final_state.status().ToString().c_str());
+    Check(false, "the counter answers");
+    return;
+  }
+  std::printf("            count %lld (expected %lld), sum %lld (expected %lld)\n",
+              static_cast<long long>(final_state->count), static_cast<long long>(kMessages),
+              static_cast<long long>(final_state->sum), static_cast<long long>(kExpectedSum));
+  std::printf(
+      "            %llu crashes, %llu restarts, incarnation %llu, %llu commits, %llu dead "
+      "letters\n\n",
+      static_cast<unsigned long long>(stats.crashes),
+      static_cast<unsigned long long>(stats.restarts), static_cast<unsigned long long>(stats.epoch),
+      static_cast<unsigned long long>(stats.version),
+      static_cast<unsigned long long>(stats.dead_letters));
+  Check(final_state->count == kMessages, "the count is exact despite the crashes");
+  Check(final_state->sum == kExpectedSum, "every message was applied exactly once");
+  Check(stats.crashes >= static_cast<uint64_t>(kMessages / 101), "the worker did crash");
+  Check(stats.dead_letters == 0, "no message was given up");
+}
+
 int main(int argc, char** argv) {
   int seconds = 2;
   for (int i = 1; i < argc; ++i) {
@@ -1054,6 +1158,9 @@ int main(int argc, char** argv) {
 
   // --- idempotency -------------------------------------------------------------------
   RunIdempotencyDemo(runtime);
+
+  // --- keeper ------------------------------------------------------------------------
+  RunKeeperDemo(runtime);
 
   // --- shutdown -----------------------------------------------------------------------
   loop = runtime.Stats();

@@ -13,6 +13,7 @@
 #include <condition_variable>
 #include <mutex>
 #include <thread>
+#include <utility>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/time/time.h"
@@ -42,6 +43,39 @@ class ABSL_SCOPED_LOCKABLE MutexLock {
 
  private:
   Mutex* const mu_;
+};
+
+// A condition variable for Mutex: waits with the caller's MutexLock held (so that clang's
+// analysis sees the guarded reads after the wait as locked). Predicates read guarded state:
+// write them as `[&]() ABSL_NO_THREAD_SAFETY_ANALYSIS { ... }` (they run with `mu` held).
+class CondVar {
+ public:
+  template <class Predicate>
+  void Wait(Mutex* mu, Predicate ready) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    std::unique_lock<std::mutex> lock(mu->native(), std::adopt_lock);
+    cv_.wait(lock, ready);
+    lock.release();  // still held, by the caller's MutexLock
+  }
+  // False when `timeout` (real time) passed first; an infinite timeout waits forever.
+  template <class Predicate>
+  bool WaitFor(Mutex* mu, absl::Duration timeout, Predicate ready)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    if (timeout >= kForever) {  // also keeps wait_for clear of overflow
+      Wait(mu, std::move(ready));
+      return true;
+    }
+    std::unique_lock<std::mutex> lock(mu->native(), std::adopt_lock);
+    const bool met = cv_.wait_for(lock, absl::ToChronoNanoseconds(timeout), ready);
+    lock.release();
+    return met;
+  }
+  void NotifyAll() { cv_.notify_all(); }
+
+  // Timeouts this long (or infinite) wait without a deadline.
+  static constexpr absl::Duration kForever = absl::Hours(24 * 365 * 100);
+
+ private:
+  std::condition_variable cv_;
 };
 
 // A test-and-test-and-set spin lock, for critical sections of a few hundred nanoseconds that

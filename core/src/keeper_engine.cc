@@ -1,0 +1,724 @@
+#include "keel/internal/keeper_engine.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <condition_variable>
+#include <deque>
+#include <exception>
+#include <mutex>
+#include <random>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "keel/internal/sync.h"
+#include "log.h"
+
+namespace keel::internal {
+namespace {
+
+absl::Status CheckOptions(const KeeperOptions& o) {
+  auto invalid = [&](std::string message) {
+    return absl::InvalidArgumentError(absl::StrCat("keeper '", o.name, "': ", message));
+  };
+  if (o.max_restarts < 0)
+    return invalid(absl::StrCat("max_restarts must be >= 0, got ", o.max_restarts));
+  if (o.restart_window <= absl::ZeroDuration() || o.restart_window == absl::InfiniteDuration()) {
+    return invalid(absl::StrCat("restart_window must be > 0 and finite, got ",
+                                absl::FormatDuration(o.restart_window)));
+  }
+  if (o.backoff_initial < absl::ZeroDuration() || o.backoff_max < o.backoff_initial ||
+      o.backoff_max == absl::InfiniteDuration()) {
+    return invalid(absl::StrCat(
+        "backoff must satisfy 0 <= backoff_initial <= backoff_max < inf, got ",
+        absl::FormatDuration(o.backoff_initial), " and ", absl::FormatDuration(o.backoff_max)));
+  }
+  if (!(o.backoff_jitter >= 0.0 && o.backoff_jitter < 1.0)) {
+    return invalid(absl::StrCat("backoff_jitter must be in [0, 1), got ", o.backoff_jitter));
+  }
+  if (o.poison_after < 1)
+    return invalid(absl::StrCat("poison_after must be >= 1, got ", o.poison_after));
+  if (o.on_give_up == GiveUp::kEscalate && !o.escalate) {
+    return invalid("on_give_up is kEscalate but no escalate hook is set");
+  }
+  return absl::OkStatus();
+}
+
+std::string WhatOf(std::exception_ptr error) {
+  try {
+    std::rethrow_exception(error);
+  } catch (const std::exception& e) {
+    return e.what();
+  } catch (...) {
+    return "an exception that is not a std::exception";
+  }
+}
+
+const char* SiteName(CrashSite site) {
+  switch (site) {
+    case CrashSite::kFirstStart:
+      return "OnFirstStart";
+    case CrashSite::kRecover:
+      return "OnRecover";
+    case CrashSite::kHandler:
+      return "a handler";
+  }
+  return "?";
+}
+
+}  // namespace
+
+// The engine's state. The worker thread, backoff timers (weakly) and listener tasks hold it.
+//
+// Locks: `mu` guards the mailbox, the phase and the restart bookkeeping; `state_mu` guards
+// the committed state, epoch and version (held for a pointer copy only); `dispatch_mu`
+// guards the listener dispatch. Never two at once, and no user code runs under any of them.
+struct KeeperEngine::Shared : std::enable_shared_from_this<KeeperEngine::Shared> {
+  enum class Step { kFirstStart, kRecover, kMessages };
+
+  Shared(Runtime& rt, KeeperOptions opts, Hooks h)
+      : runtime(rt), options(std::move(opts)), hooks(std::move(h)) {
+    rng.seed(options.jitter_seed != 0 ? options.jitter_seed : std::random_device{}());
+  }
+
+  Runtime& runtime;
+  const KeeperOptions options;
+  Hooks hooks;
+
+  Mutex mu;
+  CondVar cv;  // with mu: the worker waits for work, Stop for the end
+  std::deque<Message> queue ABSL_GUARDED_BY(mu);
+  bool accepting ABSL_GUARDED_BY(mu) = true;
+  bool stop_requested ABSL_GUARDED_BY(mu) = false;
+  bool paused ABSL_GUARDED_BY(mu) = false;  // in a backoff
+  bool worker_done ABSL_GUARDED_BY(mu) = false;
+  Step step ABSL_GUARDED_BY(mu) = Step::kFirstStart;
+  KeeperPhase phase ABSL_GUARDED_BY(mu) = KeeperPhase::kRunning;
+  std::optional<TimerHandle> backoff_timer ABSL_GUARDED_BY(mu);
+  std::deque<Instant> recent_restarts ABSL_GUARDED_BY(mu);  // within the window
+  std::mt19937_64 rng ABSL_GUARDED_BY(mu);
+  uint64_t handled ABSL_GUARDED_BY(mu) = 0;
+  uint64_t crashes ABSL_GUARDED_BY(mu) = 0;
+  uint64_t restarts ABSL_GUARDED_BY(mu) = 0;
+  uint64_t dead_letters ABSL_GUARDED_BY(mu) = 0;
+  std::optional<Crash> last_crash ABSL_GUARDED_BY(mu);
+  std::mutex join_mu;  // serialises Stop's join
+  std::thread worker;
+  std::thread::id worker_id;  // set before the worker runs anything; read-only after
+
+  mutable SpinLock state_mu;
+  ErasedState committed ABSL_GUARDED_BY(state_mu);
+  uint64_t epoch ABSL_GUARDED_BY(state_mu) = 0;
+  uint64_t version ABSL_GUARDED_BY(state_mu) = 0;
+  bool commits_open ABSL_GUARDED_BY(state_mu) = true;
+  bool epoch_alive ABSL_GUARDED_BY(state_mu) = false;  // false between a crash and a restart
+  // relaxed: a hint read on each commit; a listener added concurrently with a commit hears
+  // the next one.
+  std::atomic<int> state_listeners{0};
+  uint64_t stale_commits ABSL_GUARDED_BY(state_mu) = 0;
+  uint64_t listener_failures ABSL_GUARDED_BY(state_mu) = 0;
+
+  Mutex dispatch_mu;
+  CondVar dispatch_cv;  // with dispatch_mu: Close waits for the end
+  bool dispatch_in_flight ABSL_GUARDED_BY(dispatch_mu) = false;
+  bool dispatch_pending ABSL_GUARDED_BY(dispatch_mu) = false;  // news since the last look
+  bool dispatch_closed ABSL_GUARDED_BY(dispatch_mu) = false;
+  uint64_t notified_version ABSL_GUARDED_BY(dispatch_mu) = 0;
+  std::optional<Termination> termination ABSL_GUARDED_BY(dispatch_mu);  // to tell
+  bool termination_told ABSL_GUARDED_BY(dispatch_mu) = false;
+  std::deque<DeadLetter> dead_letter_queue ABSL_GUARDED_BY(dispatch_mu);
+  std::optional<Crash> escalation ABSL_GUARDED_BY(dispatch_mu);
+
+  // ----- the worker thread
+
+  void Run() {
+    std::vector<absl::AnyInvocable<void() &&>> after_unlock;
+    for (;;) {
+      Step next_step;
+      Message message;
+      {
+        MutexLock lock(&mu);
+        cv.Wait(&mu, [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+          return phase == KeeperPhase::kGaveUp ||
+                 (!paused && (step != Step::kMessages || !queue.empty() || stop_requested));
+        });
+        if (phase == KeeperPhase::kGaveUp) break;
+        next_step = step;
+        if (next_step == Step::kMessages) {
+          if (queue.empty()) break;  // stop requested, and everything queued was handled
+          message = std::move(queue.front());
+          queue.pop_front();
+        }
+      }
+      switch (next_step) {
+        case Step::kFirstStart:
+        case Step::kRecover:
+          StartIncarnation(next_step);
+          break;
+        case Step::kMessages:
+          Handle(std::move(message));
+          break;
+      }
+    }
+    // The end: stopped, or gave up.
+    EndIncarnation();
+    uint64_t last_epoch, last_version;
+    {
+      SpinLockHolder lock(&state_mu);
+      commits_open = false;
+      last_epoch = epoch;
+      last_version = version;
+    }
+    Termination end;
+    {
+      MutexLock lock(&mu);
+      if (phase != KeeperPhase::kGaveUp) phase = KeeperPhase::kStopped;
+      end.phase = phase;
+      end.last_crash = phase == KeeperPhase::kGaveUp ? last_crash : std::nullopt;
+    }
+    end.epoch = last_epoch;
+    end.version = last_version;
+    {
+      MutexLock lock(&dispatch_mu);
+      termination = end;
+    }
+    ScheduleDispatch();
+    {
+      MutexLock lock(&mu);
+      worker_done = true;
+    }
+    cv.NotifyAll();
+  }
+
+  void StartIncarnation(Step kind) {
+    ErasedState last;
+    uint64_t new_epoch;
+    {
+      SpinLockHolder lock(&state_mu);
+      new_epoch = ++epoch;  // from here, commits of the old incarnation are stale
+      epoch_alive = true;
+      last = committed;
+    }
+    std::optional<Crash> cause;
+    {
+      MutexLock lock(&mu);
+      cause = last_crash;
+    }
+    ErasedState next;
+    try {
+      next = kind == Step::kFirstStart ? hooks.first_start() : hooks.recover(last, *cause);
+    } catch (...) {
+      OnCrash(kind == Step::kFirstStart ? CrashSite::kFirstStart : CrashSite::kRecover,
+              std::current_exception(), std::nullopt);
+      return;
+    }
+    if (next != nullptr) (void)CommitAs(new_epoch, std::move(next));
+    MutexLock lock(&mu);
+    step = Step::kMessages;
+    phase = KeeperPhase::kRunning;
+  }
+
+  void Handle(Message message) {
+    ErasedState state;
+    uint64_t current_epoch;
+    {
+      SpinLockHolder lock(&state_mu);
+      state = committed;
+      current_epoch = epoch;
+    }
+    if (message.commit_epoch != 0 && message.commit_epoch != current_epoch) {
+      (void)CheckEpoch(message.commit_epoch);  // counts it as stale
+      return;
+    }
+    Outcome outcome;
+    try {
+      outcome = message.handle(state);
+    } catch (...) {
+      OnCrash(CrashSite::kHandler, std::current_exception(), std::move(message));
+      return;
+    }
+    {
+      MutexLock lock(&mu);
+      ++handled;  // before the reply, so that a caller's Stats() counts its own call
+    }
+    if (outcome.next != nullptr) (void)CommitAs(current_epoch, std::move(outcome.next));
+    if (outcome.after_commit) std::move(outcome.after_commit)();
+  }
+
+  void EndIncarnation() {
+    if (!hooks.end_incarnation) return;
+    try {
+      hooks.end_incarnation();
+    } catch (...) {
+      // A worker's destructor threw; the incarnation is over anyway.
+    }
+  }
+
+  // A crash of the current incarnation: the message (if any) is failed, redelivered or
+  // dead-lettered; then the next incarnation is planned, after a backoff, or the worker
+  // gives up.
+  void OnCrash(CrashSite site, std::exception_ptr error, std::optional<Message> message) {
+    Crash crash;
+    {
+      SpinLockHolder lock(&state_mu);
+      crash.epoch = epoch;
+      epoch_alive = false;  // its late commits are refused from now on
+    }
+    crash.site = site;
+    crash.what = WhatOf(error);
+    crash.at = runtime.Now();
+    Log().warn("keeper '{}': incarnation {} crashed in {}: {}", options.name, crash.epoch,
+               SiteName(site), crash.what);
+    EndIncarnation();
+
+    absl::AnyInvocable<void(absl::Status) &&> fail_call;
+    std::vector<Message> given_up;
+    std::optional<DeadLetter> poisoned;
+    bool gave_up = false;
+    absl::Duration delay = absl::ZeroDuration();
+    const bool has_committed = HasCommitted();
+    {
+      MutexLock lock(&mu);
+      ++crashes;
+      last_crash = crash;
+      if (message.has_value()) {
+        ++message->crashes;
+        if (message->kind == MessageKind::kCall) {
+          fail_call = std::move(message->fail);
+        } else if (message->crashes >= options.poison_after) {
+          poisoned = DeadLetter{
+              message->kind, message->crashes,
+              absl::StrCat("crashed ", message->crashes, " incarnations; the last: ", crash.what)};
+          ++dead_letters;
+        } else {
+          queue.push_front(std::move(*message));  // delivered again, first
+        }
+      }
+      // Restart intensity: the restarts in the window, this one included.
+      const Instant window_start = AddDuration(crash.at, -options.restart_window);
+      while (!recent_restarts.empty() && recent_restarts.front() <= window_start) {
+        recent_restarts.pop_front();
+      }
+      if (static_cast<int>(recent_restarts.size()) >= options.max_restarts) {
+        gave_up = true;
+        phase = KeeperPhase::kGaveUp;
+        accepting = false;
+        for (Message& queued : queue) given_up.push_back(std::move(queued));
+        queue.clear();
+        for (const Message& m : given_up) dead_letters += m.kind != MessageKind::kCall ? 1 : 0;
+      } else {
+        recent_restarts.push_back(crash.at);
+        ++restarts;
+        step =
+            site == CrashSite::kFirstStart && !has_committed ? Step::kFirstStart : Step::kRecover;
+        phase = KeeperPhase::kRestarting;
+        delay = BackoffLocked(recent_restarts.size());
+        if (delay > absl::ZeroDuration() && !stop_requested) paused = true;
+      }
+    }
+    if (delay > absl::ZeroDuration() && !gave_up) {
+      // Scheduled with no lock held (the timer runs Resume, which takes `mu`).
+      // The guard resumes the worker when the timer runs, and also when the runtime drops
+      // it unrun (a shutdown): a worker is never left paused for good.
+      struct ResumeGuard {
+        std::weak_ptr<Shared> weak;
+        ~ResumeGuard() {
+          if (std::shared_ptr<Shared> self = weak.lock()) self->Resume();
+        }
+      };
+      auto guard = std::make_shared<ResumeGuard>();  // built in place: no copy to destroy
+      guard->weak = weak_from_this();
+      absl::StatusOr<TimerHandle> timer =
+          runtime.ScheduleAt(AddDuration(crash.at, delay), [guard]() mutable { guard.reset(); });
+      guard.reset();  // the timer's copy is the last one
+      MutexLock lock(&mu);
+      if (!timer.ok()) {
+        paused = false;  // no timer (the runtime is stopping): restart at once
+      } else if (paused) {
+        backoff_timer = *timer;
+      }
+    }
+    if (fail_call) {
+      std::move(fail_call)(absl::AbortedError(absl::StrCat(
+          "keeper '", options.name, "': the worker crashed handling this call (", crash.what,
+          "); the call was not applied, and its state is the last committed one")));
+    }
+    if (poisoned.has_value()) QueueDeadLetter(std::move(*poisoned));
+    if (gave_up) {
+      const std::string why =
+          absl::StrCat("keeper '", options.name, "' gave up: more than ", options.max_restarts,
+                       " restarts within ", absl::FormatDuration(options.restart_window),
+                       "; last crash: ", crash.what);
+      Log().error("{}", why);
+      for (Message& m : given_up) {
+        if (m.kind == MessageKind::kCall) {
+          if (m.fail) std::move(m.fail)(absl::UnavailableError(why));
+        } else {
+          QueueDeadLetter(DeadLetter{m.kind, m.crashes, why});
+        }
+      }
+      {
+        SpinLockHolder lock(&state_mu);
+        commits_open = false;
+      }
+      if (options.on_give_up == GiveUp::kEscalate) {
+        MutexLock lock(&dispatch_mu);
+        escalation = crash;
+      }
+      ScheduleDispatch();
+    }
+    cv.NotifyAll();
+  }
+
+  bool HasCommitted() {
+    SpinLockHolder lock(&state_mu);
+    return committed != nullptr;
+  }
+
+  // The delay before the n-th restart in the window (n >= 1).
+  absl::Duration BackoffLocked(size_t n) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    if (n <= 1) return absl::ZeroDuration();
+    absl::Duration delay = options.backoff_initial;
+    for (size_t i = 2; i < n && delay < options.backoff_max; ++i) delay *= 2;
+    delay = std::min(delay, options.backoff_max);
+    std::uniform_real_distribution<double> cut(0.0, options.backoff_jitter);
+    return delay * (1.0 - cut(rng));
+  }
+
+  void Resume() {
+    {
+      MutexLock lock(&mu);
+      paused = false;
+      backoff_timer.reset();
+    }
+    cv.NotifyAll();
+  }
+
+  // ----- commits
+
+  // OK when `as_epoch` is the current, live incarnation; else counted and refused.
+  absl::Status CheckEpoch(uint64_t as_epoch) {
+    SpinLockHolder lock(&state_mu);
+    return CheckEpochLocked(as_epoch);
+  }
+  absl::Status CheckEpochLocked(uint64_t as_epoch) ABSL_EXCLUSIVE_LOCKS_REQUIRED(state_mu) {
+    if (as_epoch == epoch && as_epoch != 0 && epoch_alive && commits_open) {
+      return absl::OkStatus();
+    }
+    ++stale_commits;
+    std::string why = !commits_open       ? "the worker has ended"
+                      : as_epoch != epoch ? absl::StrCat("the current incarnation is ", epoch)
+                      : as_epoch == 0     ? "no incarnation has started yet"
+                                          : "that incarnation crashed";
+    return absl::FailedPreconditionError(absl::StrCat(
+        "keeper '", options.name, "': a commit of incarnation ", as_epoch, " was refused: ", why));
+  }
+
+  // Commits `state` as `as_epoch`'s; the same pointer as the committed one changes nothing.
+  absl::Status CommitAs(uint64_t as_epoch, ErasedState state) {
+    ErasedState replaced;  // destroyed after the lock is released
+    {
+      SpinLockHolder lock(&state_mu);
+      absl::Status live = CheckEpochLocked(as_epoch);
+      if (!live.ok()) return live;
+      if (state == committed) return absl::OkStatus();
+      replaced = std::exchange(committed, std::move(state));
+      ++version;
+    }
+    if (state_listeners.load(std::memory_order_relaxed) > 0) ScheduleDispatch();
+    return absl::OkStatus();
+  }
+
+  // ----- listener dispatch: one offload task at a time, in version order, coalesced
+
+  void ScheduleDispatch() {
+    {
+      MutexLock lock(&dispatch_mu);
+      dispatch_pending = true;  // a running dispatch looks again before it ends
+      if (dispatch_in_flight || dispatch_closed) return;
+      dispatch_in_flight = true;
+    }
+    // Ends the dispatch if the task is destroyed without running (runtime shutdown).
+    struct Ticket {
+      std::shared_ptr<Shared> self;
+      bool ran = false;
+      ~Ticket() {
+        if (self != nullptr && !ran) self->EndDispatch();
+      }
+    };
+    auto ticket = std::make_shared<Ticket>();
+    ticket->self = shared_from_this();
+    absl::Status posted = runtime.Offload([ticket] {
+      ticket->ran = true;
+      ticket->self->Dispatch();
+    });
+    if (!posted.ok()) {
+      ticket->ran = true;
+      EndDispatch();
+    }
+  }
+
+  void EndDispatch() {
+    {
+      MutexLock lock(&dispatch_mu);
+      dispatch_in_flight = false;
+    }
+    dispatch_cv.NotifyAll();
+  }
+
+  void Dispatch() {
+    // Ends the dispatch if a hook throws out of it (CallUser catches what listeners throw;
+    // this is for what it cannot, e.g. bad_alloc copying the listener list).
+    struct EndGuard {
+      Shared* self;
+      bool ended = false;
+      ~EndGuard() {
+        if (!ended) self->EndDispatch();
+      }
+    } end_guard{this};
+    for (;;) {
+      {
+        MutexLock lock(&dispatch_mu);
+        dispatch_pending = false;  // a commit or notice after this sets it again
+      }
+      ErasedState state;
+      uint64_t state_epoch, state_version;
+      {
+        SpinLockHolder lock(&state_mu);
+        state = committed;
+        state_epoch = epoch;
+        state_version = version;
+      }
+      std::optional<DeadLetter> letter;
+      std::optional<Crash> escalate;
+      std::optional<Termination> end;
+      bool state_news = false;
+      {
+        MutexLock lock(&dispatch_mu);
+        if (state_version > notified_version) {
+          notified_version = state_version;
+          state_news = true;
+        } else if (!dead_letter_queue.empty()) {
+          letter = std::move(dead_letter_queue.front());
+          dead_letter_queue.pop_front();
+        } else if (escalation.has_value()) {
+          escalate = std::move(escalation);
+          escalation.reset();
+        } else if (termination.has_value() && !termination_told) {
+          end = termination;
+          termination_told = true;
+        } else if (!dispatch_pending) {
+          // Nothing new since the last look. Cleared under the same lock as the check, so a
+          // commit after it schedules a new dispatch.
+          dispatch_in_flight = false;
+          end_guard.ended = true;
+          dispatch_cv.NotifyAll();
+          return;
+        } else {
+          continue;
+        }
+      }
+      if (state_news && hooks.state_changed) {
+        CallUser([&] { hooks.state_changed(state, state_epoch, state_version); });
+      } else if (letter.has_value() && options.on_dead_letter) {
+        CallUser([&] { options.on_dead_letter(*letter); });
+      } else if (escalate.has_value()) {
+        CallUser([&] { options.escalate(*escalate); });
+      } else if (end.has_value() && hooks.terminated) {
+        CallUser([&] { hooks.terminated(*end); });
+      }
+    }
+  }
+
+  // Whether anything is left to tell listeners (Close delivers it if the pool did not).
+  bool UntoldNews() {
+    uint64_t state_version;
+    {
+      SpinLockHolder lock(&state_mu);
+      state_version = version;
+    }
+    MutexLock lock(&dispatch_mu);
+    return state_version > notified_version || !dead_letter_queue.empty() ||
+           escalation.has_value() || (termination.has_value() && !termination_told);
+  }
+
+  template <class F>
+  void CallUser(F&& f) {
+    try {
+      f();
+    } catch (...) {
+      SpinLockHolder lock(&state_mu);
+      ++listener_failures;
+    }
+  }
+
+  void QueueDeadLetter(DeadLetter letter) {
+    {
+      MutexLock lock(&dispatch_mu);
+      dead_letter_queue.push_back(std::move(letter));
+    }
+    ScheduleDispatch();
+  }
+};
+
+absl::StatusOr<std::unique_ptr<KeeperEngine>> KeeperEngine::Start(Runtime& runtime,
+                                                                  KeeperOptions options,
+                                                                  Hooks hooks) {
+  absl::Status valid = CheckOptions(options);
+  if (!valid.ok()) return valid;
+  if (!hooks.first_start || !hooks.recover) {
+    return absl::InvalidArgumentError("keeper: the first_start and recover hooks are required");
+  }
+  std::unique_ptr<KeeperEngine> engine(new KeeperEngine());
+  engine->shared_ = std::make_shared<Shared>(runtime, std::move(options), std::move(hooks));
+  Shared* shared = engine->shared_.get();
+  // The thread id is published to Post/Stop callers by the lock below and the thread start.
+  MutexLock lock(&shared->mu);
+  shared->worker = std::thread([self = engine->shared_] { self->Run(); });
+  shared->worker_id = shared->worker.get_id();
+  return engine;
+}
+
+KeeperEngine::~KeeperEngine() { Close(); }
+
+void KeeperEngine::Close() {
+  Shared& s = *shared_;
+  if (InWorkerThread()) {
+    // The worker cannot join itself; going on would free what it is running on.
+    Log().critical("keeper '{}' was destroyed (or closed) from its own worker thread",
+                   s.options.name);
+    std::abort();
+  }
+  (void)Stop();
+  {
+    MutexLock lock(&s.dispatch_mu);
+    s.dispatch_cv.Wait(&s.dispatch_mu,
+                       [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return !s.dispatch_in_flight; });
+    if (s.dispatch_closed) return;
+    // What the offload pool could not deliver (the runtime refused or dropped the task) is
+    // delivered here, on the closing thread: the last state, dead letters, the escalation,
+    // the termination.
+    s.dispatch_in_flight = true;
+  }
+  if (s.UntoldNews()) {
+    s.Dispatch();  // ends the dispatch when done
+  } else {
+    s.EndDispatch();
+  }
+  MutexLock lock(&s.dispatch_mu);
+  s.dispatch_closed = true;
+}
+
+absl::Status KeeperEngine::Post(Message message) {
+  Shared& s = *shared_;
+  {
+    MutexLock lock(&s.mu);
+    if (!s.accepting) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("keeper '", s.options.name, "' ",
+                       s.phase == KeeperPhase::kGaveUp ? "gave up" : "is stopping or stopped",
+                       "; the message was not queued"));
+    }
+    s.queue.push_back(std::move(message));
+  }
+  s.cv.NotifyAll();
+  return absl::OkStatus();
+}
+
+absl::Status KeeperEngine::Commit(uint64_t epoch, ErasedState state) {
+  if (state == nullptr) return absl::InvalidArgumentError("a commit needs a state");
+  absl::Status live = shared_->CheckEpoch(epoch);
+  if (!live.ok()) return live;
+  Message m;
+  m.kind = MessageKind::kInfo;
+  m.commit_epoch = epoch;
+  m.handle = [state = std::move(state)](const ErasedState&) {
+    Outcome outcome;
+    outcome.next = state;
+    return outcome;
+  };
+  return Post(std::move(m));
+}
+
+ErasedState KeeperEngine::Committed(uint64_t* epoch, uint64_t* version) const {
+  SpinLockHolder lock(&shared_->state_mu);
+  if (epoch != nullptr) *epoch = shared_->epoch;
+  if (version != nullptr) *version = shared_->version;
+  return shared_->committed;
+}
+
+uint64_t KeeperEngine::epoch() const {
+  SpinLockHolder lock(&shared_->state_mu);
+  return shared_->epoch;
+}
+
+KeeperStats KeeperEngine::Stats() const {
+  Shared& s = *shared_;
+  KeeperStats stats;
+  {
+    MutexLock lock(&s.mu);
+    stats.phase = s.phase;
+    stats.queued = s.queue.size();
+    stats.handled = s.handled;
+    stats.crashes = s.crashes;
+    stats.restarts = s.restarts;
+    stats.dead_letters = s.dead_letters;
+    stats.last_crash = s.last_crash;
+  }
+  SpinLockHolder lock(&s.state_mu);
+  stats.epoch = s.epoch;
+  stats.version = s.version;
+  stats.stale_commits = s.stale_commits;
+  stats.listener_failures = s.listener_failures;
+  return stats;
+}
+
+bool KeeperEngine::InWorkerThread() const noexcept {
+  return std::this_thread::get_id() == shared_->worker_id;
+}
+
+void KeeperEngine::AddStateListeners(int delta) {
+  shared_->state_listeners.fetch_add(delta, std::memory_order_relaxed);
+}
+
+void KeeperEngine::CountListenerFailure() {
+  SpinLockHolder lock(&shared_->state_mu);
+  ++shared_->listener_failures;
+}
+
+absl::Status KeeperEngine::Stop(absl::Duration timeout) {
+  Shared& s = *shared_;
+  if (InWorkerThread()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("keeper '", s.options.name, "': Stop from the worker's own thread"));
+  }
+  std::optional<TimerHandle> timer;
+  {
+    MutexLock lock(&s.mu);
+    s.accepting = false;
+    s.stop_requested = true;
+    if (s.paused) {  // a backoff in progress: restart at once, to handle what is queued
+      s.paused = false;
+      timer = std::move(s.backoff_timer);
+      s.backoff_timer.reset();
+    }
+  }
+  if (timer.has_value()) s.runtime.Cancel(*timer);
+  s.cv.NotifyAll();
+  {
+    MutexLock lock(&s.mu);
+    if (!s.cv.WaitFor(&s.mu, timeout,
+                      [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return s.worker_done; })) {
+      return absl::DeadlineExceededError(
+          absl::StrCat("keeper '", s.options.name, "' did not stop within ",
+                       absl::FormatDuration(timeout), " (a handler still runs)"));
+    }
+  }
+  std::lock_guard<std::mutex> join_lock(s.join_mu);
+  if (s.worker.joinable()) s.worker.join();
+  return absl::OkStatus();
+}
+
+}  // namespace keel::internal
