@@ -24,6 +24,7 @@
 #include "keel/clock.h"
 #include "keel/idempotency.h"
 #include "keel/runtime.h"
+#include "support/flat_json.h"
 
 namespace keel {
 namespace {
@@ -35,128 +36,16 @@ using Proceed = IdempotencyHttp::Proceed;
 using Headers = std::vector<std::pair<std::string, std::string>>;
 
 // A flat JSON object of strings and integers, as problem+json bodies are; nullopt when `text`
-// is not exactly one such object (RFC 8259 grammar, no nesting). Values keep integers as text.
+// is not exactly one such object or repeats a name. Values keep integers as text.
 std::optional<std::map<std::string, std::string>> ParseFlatJsonObject(std::string_view text) {
-  size_t i = 0;
-  auto skip_space = [&] {
-    while (i < text.size() &&
-           (text[i] == ' ' || text[i] == '\t' || text[i] == '\n' || text[i] == '\r')) {
-      ++i;
-    }
-  };
-  auto append_utf8 = [](std::string& out, unsigned code) {
-    if (code < 0x80) {
-      out.push_back(static_cast<char>(code));
-    } else if (code < 0x800) {
-      out.push_back(static_cast<char>(0xc0 | (code >> 6)));
-      out.push_back(static_cast<char>(0x80 | (code & 0x3f)));
-    } else {
-      out.push_back(static_cast<char>(0xe0 | (code >> 12)));
-      out.push_back(static_cast<char>(0x80 | ((code >> 6) & 0x3f)));
-      out.push_back(static_cast<char>(0x80 | (code & 0x3f)));
-    }
-  };
-  auto parse_string = [&]() -> std::optional<std::string> {
-    if (i >= text.size() || text[i] != '"') return std::nullopt;
-    ++i;
-    std::string out;
-    while (i < text.size() && text[i] != '"') {
-      const unsigned char c = static_cast<unsigned char>(text[i]);
-      if (c < 0x20) return std::nullopt;  // control characters must be escaped
-      if (c != '\\') {
-        out.push_back(static_cast<char>(c));
-        ++i;
-        continue;
-      }
-      if (++i >= text.size()) return std::nullopt;
-      const char e = text[i++];
-      switch (e) {
-        case '"':
-        case '\\':
-        case '/':
-          out.push_back(e);
-          break;
-        case 'b':
-          out.push_back('\b');
-          break;
-        case 'f':
-          out.push_back('\f');
-          break;
-        case 'n':
-          out.push_back('\n');
-          break;
-        case 'r':
-          out.push_back('\r');
-          break;
-        case 't':
-          out.push_back('\t');
-          break;
-        case 'u': {
-          if (i + 4 > text.size()) return std::nullopt;
-          unsigned code = 0;
-          for (int k = 0; k < 4; ++k) {
-            const char h = text[i++];
-            if (!std::isxdigit(static_cast<unsigned char>(h))) return std::nullopt;
-            code = code * 16 + (std::isdigit(static_cast<unsigned char>(h))
-                                    ? h - '0'
-                                    : std::tolower(static_cast<unsigned char>(h)) - 'a' + 10);
-          }
-          if (code >= 0xd800 && code <= 0xdfff) return std::nullopt;  // not needed here
-          append_utf8(out, code);
-          break;
-        }
-        default:
-          return std::nullopt;
-      }
-    }
-    if (i >= text.size()) return std::nullopt;
-    ++i;  // the closing quote
-    return out;
-  };
-  auto parse_integer = [&]() -> std::optional<std::string> {
-    const size_t start = i;
-    if (i < text.size() && text[i] == '-') ++i;
-    if (i >= text.size() || !std::isdigit(static_cast<unsigned char>(text[i]))) {
-      return std::nullopt;
-    }
-    if (text[i] == '0' && i + 1 < text.size() &&
-        std::isdigit(static_cast<unsigned char>(text[i + 1]))) {
-      return std::nullopt;  // no leading zeros
-    }
-    while (i < text.size() && std::isdigit(static_cast<unsigned char>(text[i]))) ++i;
-    return std::string(text.substr(start, i - start));
-  };
-
+  std::optional<std::vector<std::pair<std::string, std::string>>> members =
+      keel::testing::ParseFlatJson(text);
+  if (!members.has_value()) return std::nullopt;
   std::map<std::string, std::string> fields;
-  skip_space();
-  if (i >= text.size() || text[i] != '{') return std::nullopt;
-  ++i;
-  skip_space();
-  if (i < text.size() && text[i] == '}') return fields;
-  for (;;) {
-    skip_space();
-    std::optional<std::string> name = parse_string();
-    if (!name) return std::nullopt;
-    skip_space();
-    if (i >= text.size() || text[i] != ':') return std::nullopt;
-    ++i;
-    skip_space();
-    std::optional<std::string> value =
-        (i < text.size() && text[i] == '"') ? parse_string() : parse_integer();
-    if (!value) return std::nullopt;
-    if (!fields.emplace(*std::move(name), *std::move(value)).second) return std::nullopt;
-    skip_space();
-    if (i >= text.size()) return std::nullopt;
-    if (text[i] == ',') {
-      ++i;
-      continue;
-    }
-    if (text[i] != '}') return std::nullopt;
-    ++i;
-    skip_space();
-    if (i != text.size()) return std::nullopt;
-    return fields;
+  for (auto& [name, value] : *members) {
+    if (!fields.emplace(std::move(name), std::move(value)).second) return std::nullopt;
   }
+  return fields;
 }
 
 constexpr char kProblemType[] = "https://keel.invalid/problems/";
@@ -233,12 +122,12 @@ class IdempotencyHttpTest : public ::testing::Test {
   // type, title, status and detail, and that status matches the reply's.
   static std::map<std::string, std::string> ExpectProblem(const HttpReply& reply) {
     EXPECT_THAT(reply.headers,
-                testing::IsSupersetOf({Pair("Content-Type", "application/problem+json")}));
+                ::testing::IsSupersetOf({Pair("Content-Type", "application/problem+json")}));
     std::optional<std::map<std::string, std::string>> fields = ParseFlatJsonObject(*reply.body);
     EXPECT_TRUE(fields.has_value()) << "not a flat JSON object: " << *reply.body;
     if (!fields) return {};
-    EXPECT_THAT(*fields, ElementsAre(Pair("detail", testing::_), Pair("status", testing::_),
-                                     Pair("title", testing::_), Pair("type", testing::_)));
+    EXPECT_THAT(*fields, ElementsAre(Pair("detail", ::testing::_), Pair("status", ::testing::_),
+                                     Pair("title", ::testing::_), Pair("type", ::testing::_)));
     EXPECT_EQ((*fields)["status"], absl::StrCat(reply.status));
     return *fields;
   }
@@ -264,7 +153,7 @@ TEST_F(IdempotencyHttpTest, AFirstPostWithAKeyProceedsWithAScopedClaim) {
   EXPECT_EQ(proceed.key, "k1");
   EXPECT_EQ(proceed.claim->key(), IdempotencyHttp::ScopedKey("alice", "POST", "/orders", "k1"));
   // 64 hex digits of the scope, ':', the client's key.
-  EXPECT_THAT(proceed.claim->key(), testing::MatchesRegex("[0-9a-f]{64}:k1"));
+  EXPECT_THAT(proceed.claim->key(), ::testing::MatchesRegex("[0-9a-f]{64}:k1"));
   ASSERT_TRUE(proceed.claim->Abort().ok());
 }
 
@@ -302,7 +191,7 @@ TEST_F(IdempotencyHttpTest, TwoKeyHeadersAreA400) {
   EXPECT_EQ(problem["type"], absl::StrCat(kProblemType, "idempotency-key-invalid"));
   EXPECT_EQ(problem["title"], "Idempotency-Key is invalid");
   EXPECT_EQ(problem["detail"], "Idempotency-Key must appear once in a request, got 2 header lines");
-  EXPECT_THAT(reply.headers, testing::Not(testing::Contains(Pair("Expires", testing::_))));
+  EXPECT_THAT(reply.headers, ::testing::Not(::testing::Contains(Pair("Expires", ::testing::_))));
 }
 
 TEST_F(IdempotencyHttpTest, AListOfKeysInOneHeaderIsA400) {
@@ -372,10 +261,10 @@ TEST_F(IdempotencyHttpTest, RetryAfterRoundsUpToWholeSecondsAndIsAtLeastOne) {
   Proceed first = ExpectProceed(http, Request("POST", R"("k1")"));
   Advance(absl::Milliseconds(10'500));
   EXPECT_THAT(ExpectReply(http, Request("POST", R"("k1")")).headers,
-              testing::Contains(Pair("Retry-After", "20")));
+              ::testing::Contains(Pair("Retry-After", "20")));
   Advance(absl::Milliseconds(19'400));  // 100 ms of lease left
   EXPECT_THAT(ExpectReply(http, Request("POST", R"("k1")")).headers,
-              testing::Contains(Pair("Retry-After", "1")));
+              ::testing::Contains(Pair("Retry-After", "1")));
   ASSERT_TRUE(first.claim->Abort().ok());
 }
 
@@ -459,7 +348,7 @@ TEST_F(IdempotencyHttpTest, ExpiresIsAnImfFixdateWithATwoDigitDayOnTheWallClock)
   // Wall time 08:49:37.9 truncates to :37; the entry expires at 08:59:37.9, shown as :37.
   Advance(absl::Milliseconds(900));
   EXPECT_THAT(ExpectReply(http, Request("POST", R"("k1")")).headers,
-              testing::Contains(Pair("Expires", "Sun, 06 Nov 1994 08:59:37 GMT")));
+              ::testing::Contains(Pair("Expires", "Sun, 06 Nov 1994 08:59:37 GMT")));
   // Across midnight and into the next month: a tracker whose entries live 25 days 16 hours.
   IdempotencyOptions long_lived = TrackerOptions();
   long_lived.retention = absl::Hours(24 * 25 + 16);
@@ -467,7 +356,7 @@ TEST_F(IdempotencyHttpTest, ExpiresIsAnImfFixdateWithATwoDigitDayOnTheWallClock)
   IdempotencyHttp long_http = Make({}, tracker.get());
   Proceed second = ExpectProceed(long_http, Request("POST", R"("k2")"));
   EXPECT_THAT(ExpectReply(long_http, Request("POST", R"("k2")")).headers,
-              testing::Contains(Pair("Expires", "Fri, 02 Dec 1994 00:49:37 GMT")));
+              ::testing::Contains(Pair("Expires", "Fri, 02 Dec 1994 00:49:37 GMT")));
   ASSERT_TRUE(first.claim->Abort().ok());
   ASSERT_TRUE(second.claim->Abort().ok());
 }
@@ -674,7 +563,7 @@ TEST_F(IdempotencyHttpTest, AFullTrackerIsA503WithRetryAfter) {
   // Retry-After is at least 1 second, whatever the option says.
   IdempotencyHttp eager = Make({.retry_after_when_full = absl::ZeroDuration()}, tracker.get());
   EXPECT_THAT(ExpectReply(eager, Request("POST", R"("k3")")).headers,
-              testing::Contains(Pair("Retry-After", "1")));
+              ::testing::Contains(Pair("Retry-After", "1")));
   ASSERT_TRUE(first.claim->Abort().ok());
 }
 
