@@ -97,6 +97,7 @@ struct KeeperEngine::Shared : std::enable_shared_from_this<KeeperEngine::Shared>
   Step step ABSL_GUARDED_BY(mu) = Step::kFirstStart;
   KeeperPhase phase ABSL_GUARDED_BY(mu) = KeeperPhase::kRunning;
   std::optional<TimerHandle> backoff_timer ABSL_GUARDED_BY(mu);
+  std::optional<Instant> restart_due ABSL_GUARDED_BY(mu);   // while paused
   std::deque<Instant> recent_restarts ABSL_GUARDED_BY(mu);  // within the window
   std::mt19937_64 rng ABSL_GUARDED_BY(mu);
   uint64_t handled ABSL_GUARDED_BY(mu) = 0;
@@ -315,7 +316,10 @@ struct KeeperEngine::Shared : std::enable_shared_from_this<KeeperEngine::Shared>
             site == CrashSite::kFirstStart && !has_committed ? Step::kFirstStart : Step::kRecover;
         phase = KeeperPhase::kRestarting;
         delay = BackoffLocked(recent_restarts.size());
-        if (delay > absl::ZeroDuration() && !stop_requested) paused = true;
+        if (delay > absl::ZeroDuration() && !stop_requested) {
+          paused = true;
+          restart_due = AddDuration(crash.at, delay);
+        }
       }
     }
     if (delay > absl::ZeroDuration() && !gave_up) {
@@ -391,6 +395,7 @@ struct KeeperEngine::Shared : std::enable_shared_from_this<KeeperEngine::Shared>
     {
       MutexLock lock(&mu);
       paused = false;
+      restart_due.reset();
       backoff_timer.reset();
     }
     cv.NotifyAll();
@@ -666,6 +671,7 @@ KeeperStats KeeperEngine::Stats() const {
     stats.restarts = s.restarts;
     stats.dead_letters = s.dead_letters;
     stats.last_crash = s.last_crash;
+    stats.restart_due = s.paused ? s.restart_due : std::nullopt;
   }
   SpinLockHolder lock(&s.state_mu);
   stats.epoch = s.epoch;

@@ -334,6 +334,53 @@ TEST_F(KeeperTest, PastTheRestartIntensityTheWorkerGivesUpAndItsStateStaysReadab
             absl::StatusCode::kFailedPrecondition);
 }
 
+// The backoff before the second restart in a window: crash twice, read when the next
+// incarnation is due.
+absl::Duration SecondBackoff(Keeper<Counter>& keeper, int first_id) {
+  if (!keeper.Cast({Act::kCrashOnce, 0, first_id}).ok()) return absl::ZeroDuration();
+  if (!keeper.Call({Act::kNoChange}, absl::Seconds(10)).ok()) return absl::ZeroDuration();
+  if (!keeper.Cast({Act::kCrashOnce, 0, first_id + 1}).ok()) return absl::ZeroDuration();
+  for (;;) {  // the worker plans the backoff right after the crash; nothing else can happen
+    KeeperStats stats = keeper.Stats();
+    if (stats.restart_due.has_value() && stats.crashes == 2) {
+      return Elapsed(stats.last_crash->at, *stats.restart_due);
+    }
+    std::this_thread::yield();
+  }
+}
+
+TEST_F(KeeperTest, TheSameJitterSeedGivesTheSameBackoffs) {
+  KeeperOptions options = Options();
+  options.backoff_jitter = 0.5;  // the 100 ms backoff is cut to somewhere in (50, 100] ms
+  options.jitter_seed = 42;
+  auto first = Start(0, options);
+  auto second = Start(0, options);
+  const absl::Duration waited = SecondBackoff(*first, 1);
+  const absl::Duration waited_again = SecondBackoff(*second, 11);
+  EXPECT_GT(waited, absl::Milliseconds(50));
+  EXPECT_LE(waited, absl::Milliseconds(100));
+  EXPECT_EQ(waited, waited_again);
+  Advance(absl::Milliseconds(100));  // both restart
+  EXPECT_EQ(Read(*first), 0);
+  EXPECT_EQ(first->Stats().restart_due, std::nullopt);
+}
+
+TEST_F(KeeperTest, GivingUpUnderStopDoesNotEscalate) {
+  Heard<Termination> ends;
+  std::atomic<int> escalated{0};
+  KeeperOptions options = Options();
+  options.max_restarts = 0;
+  options.on_give_up = GiveUp::kStop;
+  options.escalate = [&](const Crash&) { ++escalated; };
+  auto keeper = Start(0, options);
+  keeper->OnTerminate([&](const Termination& t) { ends.Add(t); });
+  ASSERT_TRUE(keeper->Cast({Act::kCrash}).ok());
+  // The termination notice comes after any escalation would have.
+  EXPECT_EQ(ends.WaitFor([](const auto& v) { return !v.empty(); }).size(), 1u);
+  EXPECT_EQ(escalated.load(), 0);
+  EXPECT_EQ(keeper->Stats().phase, KeeperPhase::kGaveUp);
+}
+
 TEST_F(KeeperTest, RestartsOutsideTheWindowDoNotCount) {
   KeeperOptions options = Options();
   options.max_restarts = 1;

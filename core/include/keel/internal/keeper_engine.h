@@ -110,6 +110,8 @@ struct KeeperStats {
   uint64_t stale_commits = 0;       // commits refused because their epoch was not current
   uint64_t listener_failures = 0;   // listener calls that threw
   std::optional<Crash> last_crash;  // the latest crash, if any
+  // In a backoff: when the next incarnation is due, on the runtime's clock.
+  std::optional<Instant> restart_due;
 };
 
 // How a worker ended, told to termination listeners once.
