@@ -128,50 +128,8 @@ absl::StatusOr<LastKnownGood> DecodeLastKnownGood(std::string_view bytes, const 
 }
 
 absl::Status WriteLastKnownGood(const std::string& path, const LastKnownGood& copy) {
-  std::string bytes = EncodeLastKnownGood(copy);
-  // A fresh temporary name next to the copy (mkstemp: O_EXCL, mode 0600, never follows a
-  // planted symlink), so that two writers (two processes, or a term and its successor) never
-  // write into the same file; the last rename wins with a whole copy. 0600: the body may have
-  // been fetched with credentials.
-  std::string tmp = path + ".tmp.XXXXXX";
-  int fd = ::mkstemp(tmp.data());
-  if (fd < 0) {
-    int err = errno;
-    return fetchers::internal::ErrnoToStatus(
-        err, absl::StrCat("cannot create a temporary file next to ", path));
-  }
-  auto fail = [&](const std::string& what) {
-    int err = errno;
-    if (fd >= 0) ::close(fd);
-    ::unlink(tmp.c_str());
-    return fetchers::internal::ErrnoToStatus(err, absl::StrCat(what, " ", tmp));
-  };
-  size_t done = 0;
-  while (done < bytes.size()) {
-    ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return fail("cannot write");
-    done += static_cast<size_t>(n);
-  }
-  // The data must be on disk before the rename makes it the copy: otherwise a power cut could
-  // leave a renamed but empty file.
-  if (::fsync(fd) != 0) return fail("cannot flush");
-  int closed = ::close(fd);
-  fd = -1;
-  if (closed != 0) return fail("cannot close");
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    return fail(absl::StrCat("cannot rename to ", path, ":"));
-  }
-  // And the rename itself must reach the disk: flush the directory (best effort; some
-  // filesystems refuse fsync on a directory).
-  const size_t slash = path.find_last_of('/');
-  const std::string dir = slash == std::string::npos ? std::string(".") : path.substr(0, slash + 1);
-  int dir_fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dir_fd >= 0) {
-    (void)::fsync(dir_fd);
-    ::close(dir_fd);
-  }
-  return absl::OkStatus();
+  // Mode 0600: the body may have been fetched with credentials.
+  return fetchers::internal::WriteFileAtomically(path, EncodeLastKnownGood(copy), 0600);
 }
 
 absl::StatusOr<LastKnownGood> ReadLastKnownGood(const std::string& path, uint64_t max_body_bytes) {

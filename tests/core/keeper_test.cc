@@ -602,6 +602,60 @@ TEST_F(KeeperTest, ACallFromTheWorkersOwnThreadIsRefused) {
   EXPECT_EQ(SelfCaller::seen.code(), absl::StatusCode::kFailedPrecondition);
 }
 
+// A worker that owns a side table (never copied: its copy constructor is deleted).
+struct Indexed {
+  struct Index {
+    Index() = default;
+    Index(const Index&) = delete;
+    Index& operator=(const Index&) = delete;
+    std::vector<int64_t> seen;  // every value a handler saw, crashed ones included
+  };
+  struct Report {
+    int64_t sum;
+    size_t seen;
+    const Index* index;
+  };
+  using Tables = Index;
+  using State = int64_t;
+  using Args = int64_t;
+  using CastMsg = int64_t;
+  using CallMsg = std::monostate;
+  using Reply = Report;
+
+  void AdoptTables(std::unique_ptr<Index> t) { tables = std::move(t); }
+  std::unique_ptr<Index> ReleaseTables() { return std::move(tables); }
+  State OnFirstStart(const Args& start) { return start; }
+  Next<State> OnRecover(const State&, const Crash&) { return kUnchanged; }
+  Next<State> HandleCast(const State& sum, const int64_t& v) {
+    tables->seen.push_back(v);
+    if (v < 0) throw std::runtime_error("negative");
+    return sum + v;
+  }
+  CallOutcome<State, Reply> HandleCall(const State& sum, const std::monostate&) {
+    return {kUnchanged, Report{sum, tables->seen.size(), tables.get()}};
+  }
+
+  std::unique_ptr<Index> tables;
+};
+
+TEST_F(KeeperTest, OwnedTablesSurviveACrashWithoutACopyAndKeepTheCrashedHandlersWrites) {
+  KeeperOptions options = Options();
+  options.poison_after = 1;  // the crashing message is not delivered again
+  auto keeper = Keeper<Indexed>::Start(*runtime_, 0, options);
+  ASSERT_TRUE(keeper.ok()) << keeper.status();
+  ASSERT_TRUE((*keeper)->Cast(1).ok());
+  absl::StatusOr<Indexed::Report> before = (*keeper)->Call({}, absl::Seconds(10));
+  ASSERT_TRUE(before.ok());
+  ASSERT_TRUE((*keeper)->Cast(-1).ok());  // crashes the first incarnation
+  ASSERT_TRUE((*keeper)->Cast(2).ok());
+  absl::StatusOr<Indexed::Report> after = (*keeper)->Call({}, absl::Seconds(10));
+  ASSERT_TRUE(after.ok());
+  EXPECT_EQ((*keeper)->Stats().epoch, 2u);
+  EXPECT_EQ(after->sum, 3);                // the state rolled back the crashed message
+  EXPECT_EQ(after->seen, 3u);              // the table did not: 1, -1, 2
+  EXPECT_EQ(after->index, before->index);  // the same table, handed over by pointer
+}
+
 TEST_F(KeeperTest, BadOptionsAreRefusedSayingWhatWasExpected) {
   auto expect_invalid = [&](KeeperOptions o, const char* what) {
     auto keeper = Keeper<Counter>::Start(*runtime_, 0, o,

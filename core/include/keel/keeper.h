@@ -38,6 +38,14 @@
 // constructed, or by the factory given to Start) for each incarnation, so members of W that
 // are not the state do not survive a crash.
 //
+// Owned tables: large side state that must not be copied per update and need not be rolled
+// back (caches, indexes) can live in tables the worker owns. A worker that declares
+// `using Tables = T;` (T default-constructible), `void AdoptTables(std::unique_ptr<T>)` and
+// `std::unique_ptr<T> ReleaseTables()` is handed the tables before OnFirstStart/OnRecover;
+// when its incarnation ends (a crash included) the keeper takes them back, and hands them
+// to the next incarnation: two pointer moves, whatever their size. Unlike the state, they
+// keep whatever a crashed handler wrote to them.
+//
 // Epochs: each incarnation has an epoch, 1 for the first. Commit(epoch, next) lets work that
 // a handler started elsewhere commit later; a commit from an older incarnation (one that has
 // since crashed) is refused.
@@ -133,6 +141,12 @@ template <class W>
 concept HasInfo = requires(W w, const typename W::State& s, const typename W::InfoMsg& m) {
   { w.HandleInfo(s, m) } -> std::convertible_to<Next<typename W::State>>;
 };
+// A worker with owned tables declares `using Tables = ...;` and hands them over both ways.
+template <class W>
+concept HasTables = requires(W w, std::unique_ptr<typename W::Tables> t) {
+  w.AdoptTables(std::move(t));
+  { w.ReleaseTables() } -> std::same_as<std::unique_ptr<typename W::Tables>>;
+};
 template <class W>
 concept HasCall = requires(W w, const typename W::State& s, const typename W::CallMsg& m) {
   { w.HandleCall(s, m) } -> std::same_as<CallOutcome<typename W::State, typename W::Reply>>;
@@ -166,6 +180,20 @@ class CallWaiter {
   std::optional<absl::StatusOr<Reply>> result_;
 };
 }  // namespace internal
+
+// W::Tables, or an empty type for workers without owned tables.
+template <class W>
+struct TablesOfImpl {
+  struct None {};
+  using type = None;
+};
+template <class W>
+requires internal::HasTables<W>
+struct TablesOfImpl<W> {
+  using type = typename W::Tables;
+};
+template <class W>
+using TablesOf = typename TablesOfImpl<W>::type;
 
 template <class W>
 class Keeper {
@@ -202,7 +230,7 @@ class Keeper {
       return std::move(k->instance_->OnRecover(*static_cast<const State*>(last.get()), crash))
           .Release();
     };
-    hooks.end_incarnation = [k] { k->instance_.reset(); };
+    hooks.end_incarnation = [k] { k->EndInstance(); };
     hooks.state_changed = [k](const internal::ErasedState& state, uint64_t epoch,
                               uint64_t version) {
       k->Notify(Committed<State>{epoch, version, std::static_pointer_cast<const State>(state)});
@@ -350,6 +378,21 @@ class Keeper {
   void MakeInstance() {
     instance_ = make_();
     if (instance_ == nullptr) throw std::logic_error("the keeper's factory returned null");
+    if constexpr (internal::HasTables<W>) {
+      if (tables_ == nullptr) tables_ = std::make_unique<typename W::Tables>();
+      instance_->AdoptTables(std::move(tables_));  // a pointer move, whatever their size
+    }
+  }
+
+  // Ends the incarnation's worker; its owned tables come back to the keeper first (what a
+  // crashed handler wrote to them stays: tables are not rolled back, only the state is).
+  void EndInstance() {
+    if (instance_ == nullptr) return;
+    if constexpr (internal::HasTables<W>) {
+      std::unique_ptr<typename W::Tables> back = instance_->ReleaseTables();
+      if (back != nullptr) tables_ = std::move(back);
+    }
+    instance_.reset();
   }
 
   static const State& AsState(const internal::ErasedState& state) {
@@ -388,6 +431,8 @@ class Keeper {
 
   const Factory make_;
   std::unique_ptr<W> instance_;  // the current incarnation; worker thread only
+  // Owned tables between incarnations (W::Tables, when W declares it); worker thread only.
+  std::unique_ptr<TablesOf<W>> tables_;
 
   std::mutex calling_mu_;  // held while listeners run (RemoveListener waits on it)
   std::mutex listeners_mu_;
