@@ -481,10 +481,12 @@ TEST_F(KeeperTest, ARuntimeShutdownDuringABackoffDoesNotStrandTheWorker) {
 TEST_F(KeeperTest, AListenerMayRemoveItself) {
   Heard<int64_t> values;
   auto keeper = Start(0);
-  Keeper<Counter>::ListenerId id = 0;
-  id = keeper->OnStateChange([&](const Committed<int64_t>& c) {
+  EXPECT_EQ(Read(*keeper), 0);  // the first state is committed: the next commit is the cast's
+  Keeper<Counter>* self = keeper.get();
+  Keeper<Counter>::ListenerId id = 0;  // assigned before anything can call the listener
+  id = keeper->OnStateChange([&values, self, &id](const Committed<int64_t>& c) {
     values.Add(*c.state);
-    keeper->RemoveListener(id);
+    self->RemoveListener(id);
   });
   ASSERT_TRUE(keeper->Cast({Act::kAdd, 1}).ok());
   EXPECT_EQ(Read(*keeper), 1);
