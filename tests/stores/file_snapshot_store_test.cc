@@ -480,6 +480,8 @@ TEST(SnapshotStoreCrashTest, AProcessKilledMidWriteRestartsFromAGoodSnapshot) {
     // Wait (bounded) for the child to be ready, let it save for a while, kill it.
     pollfd ready{fds[0], POLLIN, 0};
     ASSERT_EQ(::poll(&ready, 1, 10000), 1) << "the child never opened its store";
+    // The sleep only picks a moment for the kill (mid-write or between writes); no result
+    // depends on its length.
     std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms(rng)));
     ASSERT_EQ(::kill(pid, SIGKILL), 0);
     int status = 0;
