@@ -480,6 +480,22 @@ TEST(SnapshotStoreCrashTest, AProcessKilledMidWriteRestartsFromAGoodSnapshot) {
     // Wait (bounded) for the child to be ready, let it save for a while, kill it.
     pollfd ready{fds[0], POLLIN, 0};
     ASSERT_EQ(::poll(&ready, 1, 10000), 1) << "the child never opened its store";
+    if (round % 2 == 0) {
+      // Every other round waits for a finished save before the kill, so that the restarts are
+      // from a snapshot however slow this build is (sanitizers); the other rounds may kill
+      // the child before its first save.
+      for (bool saved = false; !saved;) {
+        pollfd more{fds[0], POLLIN, 0};
+        ASSERT_EQ(::poll(&more, 1, 10000), 1) << "the child saved nothing within 10 s";
+        uint64_t report = 0;
+        ASSERT_EQ(::read(fds[0], &report, sizeof report), static_cast<ssize_t>(sizeof report));
+        if (report != kReady) {
+          ASSERT_GT(report, last_reported);
+          last_reported = report;
+          saved = true;
+        }
+      }
+    }
     // The sleep only picks a moment for the kill (mid-write or between writes); no result
     // depends on its length.
     std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms(rng)));
