@@ -64,23 +64,38 @@ const char* SiteName(CrashSite site) {
       return "OnRecover";
     case CrashSite::kHandler:
       return "a handler";
+    case CrashSite::kRestart:
+      return "a process restart";
   }
   return "?";
 }
 
 }  // namespace
 
+void LogKeeperWarning(const std::string& message) { Log().warn("{}", message); }
+
 // The engine's state. The worker thread, backoff timers (weakly) and listener tasks hold it.
 //
 // Locks: `mu` guards the mailbox, the phase and the restart bookkeeping; `state_mu` guards
 // the committed state, epoch and version (held for a pointer copy only); `dispatch_mu`
-// guards the listener dispatch. Never two at once, and no user code runs under any of them.
+// guards the listener dispatch and `save_mu` the snapshot saves. Never two at once (the
+// constructor aside), and no user code runs under any of them.
 struct KeeperEngine::Shared : std::enable_shared_from_this<KeeperEngine::Shared> {
   enum class Step { kFirstStart, kRecover, kMessages };
 
-  Shared(Runtime& rt, KeeperOptions opts, Hooks h)
+  Shared(Runtime& rt, KeeperOptions opts, Hooks h, Restored restored)
       : runtime(rt), options(std::move(opts)), hooks(std::move(h)) {
     rng.seed(options.jitter_seed != 0 ? options.jitter_seed : std::random_device{}());
+    MutexLock lock(&mu);
+    SpinLockHolder state_lock(&state_mu);
+    MutexLock save_lock(&save_mu);
+    version = restored.version;
+    saved_version = restored.version;  // already in the store (or nothing to save yet)
+    if (restored.state != nullptr) {
+      committed = std::move(restored.state);
+      step = Step::kRecover;
+      restore_cause = std::move(restored.cause);
+    }
   }
 
   Runtime& runtime;
@@ -105,6 +120,7 @@ struct KeeperEngine::Shared : std::enable_shared_from_this<KeeperEngine::Shared>
   uint64_t restarts ABSL_GUARDED_BY(mu) = 0;
   uint64_t dead_letters ABSL_GUARDED_BY(mu) = 0;
   std::optional<Crash> last_crash ABSL_GUARDED_BY(mu);
+  std::optional<Crash> restore_cause ABSL_GUARDED_BY(mu);  // for the first incarnation
   std::mutex join_mu;  // serialises Stop's join
   std::thread worker;
   std::thread::id worker_id;  // set before the worker runs anything; read-only after
@@ -131,6 +147,17 @@ struct KeeperEngine::Shared : std::enable_shared_from_this<KeeperEngine::Shared>
   bool termination_told ABSL_GUARDED_BY(dispatch_mu) = false;
   std::deque<DeadLetter> dead_letter_queue ABSL_GUARDED_BY(dispatch_mu);
   std::optional<Crash> escalation ABSL_GUARDED_BY(dispatch_mu);
+
+  // Snapshots: one save at a time (offloaded, or the final one on the worker thread).
+  Mutex save_mu;
+  CondVar save_cv;  // with save_mu: the final save waits for an offloaded one
+  bool save_in_flight ABSL_GUARDED_BY(save_mu) = false;
+  bool save_pending ABSL_GUARDED_BY(save_mu) = false;  // a commit since the last look
+  bool saves_closed ABSL_GUARDED_BY(save_mu) = false;  // the final save has begun
+  uint64_t saved_version ABSL_GUARDED_BY(save_mu) = 0;
+  uint64_t snapshots_saved ABSL_GUARDED_BY(save_mu) = 0;
+  uint64_t snapshot_failures ABSL_GUARDED_BY(save_mu) = 0;
+  absl::Status last_snapshot_error ABSL_GUARDED_BY(save_mu);
 
   // ----- the worker thread
 
@@ -165,6 +192,7 @@ struct KeeperEngine::Shared : std::enable_shared_from_this<KeeperEngine::Shared>
     }
     // The end: stopped, or gave up.
     EndIncarnation();
+    FinalSave();  // before Stop returns: the last committed state is in the store
     uint64_t last_epoch, last_version;
     {
       SpinLockHolder lock(&state_mu);
@@ -205,7 +233,8 @@ struct KeeperEngine::Shared : std::enable_shared_from_this<KeeperEngine::Shared>
     std::optional<Crash> cause;
     {
       MutexLock lock(&mu);
-      cause = last_crash;
+      cause = restore_cause.has_value() ? std::move(restore_cause) : last_crash;
+      restore_cause.reset();
     }
     ErasedState next;
     try {
@@ -433,7 +462,130 @@ struct KeeperEngine::Shared : std::enable_shared_from_this<KeeperEngine::Shared>
       ++version;
     }
     if (state_listeners.load(std::memory_order_relaxed) > 0) ScheduleDispatch();
+    if (hooks.save) ScheduleSave();
     return absl::OkStatus();
+  }
+
+  // ----- snapshots: one offloaded save at a time, of the newest committed state (coalesced)
+
+  // Runs `run` on the offload pool; `end` instead if the pool refuses the job or drops it
+  // unrun (a shutdown).
+  void OffloadOrEnd(void (Shared::*run)(), void (Shared::*end)()) {
+    struct Ticket {
+      std::shared_ptr<Shared> self;
+      void (Shared::*end)();
+      bool ran = false;
+      ~Ticket() {
+        if (self != nullptr && !ran) (self.get()->*end)();
+      }
+    };
+    auto ticket = std::make_shared<Ticket>();
+    ticket->self = shared_from_this();
+    ticket->end = end;
+    absl::Status posted = runtime.Offload([ticket, run] {
+      ticket->ran = true;
+      (ticket->self.get()->*run)();
+    });
+    if (!posted.ok()) {
+      ticket->ran = true;
+      (this->*end)();
+    }
+  }
+
+  void ScheduleSave() {
+    {
+      MutexLock lock(&save_mu);
+      save_pending = true;  // a running save looks again before it ends
+      if (save_in_flight || saves_closed) return;
+      save_in_flight = true;
+    }
+    OffloadOrEnd(&Shared::SaveLoop, &Shared::EndSave);
+  }
+
+  void EndSave() {
+    {
+      MutexLock lock(&save_mu);
+      save_in_flight = false;
+    }
+    save_cv.NotifyAll();
+  }
+
+  void SaveLoop() {
+    for (;;) {
+      {
+        MutexLock lock(&save_mu);
+        save_pending = false;
+      }
+      ErasedState state;
+      uint64_t state_version;
+      {
+        SpinLockHolder lock(&state_mu);
+        state = committed;
+        state_version = version;
+      }
+      {
+        MutexLock lock(&save_mu);
+        const bool news = state != nullptr && state_version > saved_version;
+        if (saves_closed || (!news && !save_pending)) {
+          save_in_flight = false;  // cleared under the lock that ScheduleSave checks
+          save_cv.NotifyAll();
+          return;
+        }
+        if (!news) continue;
+      }
+      if (!SaveNow(state, state_version)) {
+        EndSave();  // the next commit tries again; no retry loop against a failing store
+        return;
+      }
+    }
+  }
+
+  // Saves `state` as `state_version`; false on an error (counted, logged, kept in Stats).
+  bool SaveNow(const ErasedState& state, uint64_t state_version) {
+    absl::Status saved;
+    try {
+      saved = hooks.save(state, state_version);
+    } catch (...) {
+      saved = absl::InternalError(
+          absl::StrCat("the snapshot codec threw: ", WhatOf(std::current_exception())));
+    }
+    MutexLock lock(&save_mu);
+    if (saved.ok()) {
+      ++snapshots_saved;
+      saved_version = std::max(saved_version, state_version);
+      return true;
+    }
+    ++snapshot_failures;
+    last_snapshot_error = saved;
+    Log().warn("keeper '{}': saving the snapshot of version {} failed: {}", options.name,
+               state_version, saved.ToString());
+    return false;
+  }
+
+  // The worker's last save, on the worker thread as it ends: after an offloaded save in
+  // progress, the newest committed state, unless it is already in the store.
+  void FinalSave() {
+    if (!hooks.save) return;
+    {
+      MutexLock lock(&save_mu);
+      saves_closed = true;
+      save_cv.Wait(&save_mu, [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return !save_in_flight; });
+      save_in_flight = true;
+    }
+    ErasedState state;
+    uint64_t state_version;
+    {
+      SpinLockHolder lock(&state_mu);
+      state = committed;
+      state_version = version;
+    }
+    bool wanted;
+    {
+      MutexLock lock(&save_mu);
+      wanted = state != nullptr && state_version > saved_version;
+    }
+    if (wanted) (void)SaveNow(state, state_version);
+    EndSave();
   }
 
   // ----- listener dispatch: one offload task at a time, in version order, coalesced
@@ -445,24 +597,8 @@ struct KeeperEngine::Shared : std::enable_shared_from_this<KeeperEngine::Shared>
       if (dispatch_in_flight || dispatch_closed) return;
       dispatch_in_flight = true;
     }
-    // Ends the dispatch if the task is destroyed without running (runtime shutdown).
-    struct Ticket {
-      std::shared_ptr<Shared> self;
-      bool ran = false;
-      ~Ticket() {
-        if (self != nullptr && !ran) self->EndDispatch();
-      }
-    };
-    auto ticket = std::make_shared<Ticket>();
-    ticket->self = shared_from_this();
-    absl::Status posted = runtime.Offload([ticket] {
-      ticket->ran = true;
-      ticket->self->Dispatch();
-    });
-    if (!posted.ok()) {
-      ticket->ran = true;
-      EndDispatch();
-    }
+    // Ends the dispatch if the task is refused or destroyed without running (a shutdown).
+    OffloadOrEnd(&Shared::Dispatch, &Shared::EndDispatch);
   }
 
   void EndDispatch() {
@@ -570,14 +706,16 @@ struct KeeperEngine::Shared : std::enable_shared_from_this<KeeperEngine::Shared>
 
 absl::StatusOr<std::unique_ptr<KeeperEngine>> KeeperEngine::Start(Runtime& runtime,
                                                                   KeeperOptions options,
-                                                                  Hooks hooks) {
+                                                                  Hooks hooks,
+                                                                  Restored restored) {
   absl::Status valid = CheckOptions(options);
   if (!valid.ok()) return valid;
   if (!hooks.first_start || !hooks.recover) {
     return absl::InvalidArgumentError("keeper: the first_start and recover hooks are required");
   }
   std::unique_ptr<KeeperEngine> engine(new KeeperEngine());
-  engine->shared_ = std::make_shared<Shared>(runtime, std::move(options), std::move(hooks));
+  engine->shared_ = std::make_shared<Shared>(runtime, std::move(options), std::move(hooks),
+                                             std::move(restored));
   Shared* shared = engine->shared_.get();
   // The thread id is published to Post/Stop callers by the lock below and the thread start.
   MutexLock lock(&shared->mu);
@@ -672,6 +810,13 @@ KeeperStats KeeperEngine::Stats() const {
     stats.dead_letters = s.dead_letters;
     stats.last_crash = s.last_crash;
     stats.restart_due = s.paused ? s.restart_due : std::nullopt;
+  }
+  {
+    MutexLock lock(&s.save_mu);
+    stats.snapshots_saved = s.snapshots_saved;
+    stats.snapshot_failures = s.snapshot_failures;
+    stats.saved_version = s.saved_version;
+    stats.last_snapshot_error = s.last_snapshot_error;
   }
   SpinLockHolder lock(&s.state_mu);
   stats.epoch = s.epoch;

@@ -75,11 +75,13 @@
 #include <concepts>
 #include <condition_variable>
 #include <cstdint>
+#include <algorithm>
 #include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <stdexcept>
+#include <string>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -91,6 +93,7 @@
 #include "absl/time/time.h"
 #include "keel/internal/keeper_engine.h"
 #include "keel/runtime.h"
+#include "keel/snapshot.h"
 
 namespace keel {
 
@@ -181,6 +184,40 @@ class CallWaiter {
 };
 }  // namespace internal
 
+// Snapshots: how a Keeper keeps its committed state across process restarts (see
+// Keeper::StartWithSnapshots). The user supplies the codec.
+template <class State>
+struct KeeperSnapshots {
+  // Where snapshots go; shared with the caller (for example a FileSnapshotStore from
+  // keel/snapshot_store.h). One keeper per store: two would refuse each other's sequences.
+  std::shared_ptr<SnapshotStore> store;
+  // The version of the bytes `encode` writes, >= 1. Raise it when the encoding changes, and
+  // give `upgrade` a step from the previous version.
+  uint32_t schema_version = 1;
+  // Encodes a committed state. Runs on the offload pool (and, for the last save, on the
+  // worker thread as it stops), one call at a time; may be called while the worker handles
+  // the next messages (it reads an immutable committed state). An error (or exception) fails
+  // that save only: it is counted (KeeperStats::snapshot_failures) and the next commit tries
+  // again.
+  std::function<absl::StatusOr<std::string>(const State&)> encode;
+  // Decodes bytes of the current schema_version, at start. An error refuses the start.
+  std::function<absl::StatusOr<State>(const std::string& bytes)> decode;
+  // Turns bytes of schema version `from` into bytes of version `from` + 1; applied step by
+  // step to an older snapshot before decode. May be null: an older snapshot then refuses the
+  // start (as a newer one always does), with an error naming both versions.
+  std::function<absl::StatusOr<std::string>(uint32_t from, std::string bytes)> upgrade;
+};
+
+// What StartWithSnapshots found in the store.
+struct RestoreReport {
+  bool restored = false;        // false: no snapshot, the worker started with OnFirstStart
+  uint64_t sequence = 0;        // the snapshot's sequence (its keeper's commit version)
+  uint32_t schema_version = 0;  // as it was stored (before upgrades)
+  // The newer snapshots that were torn or corrupt and were skipped, newest first (each one is
+  // also logged as a warning): lost commits a user should hear about.
+  std::vector<absl::Status> skipped;
+};
+
 // W::Tables, or an empty type for workers without owned tables.
 template <class W>
 struct TablesOfImpl {
@@ -209,39 +246,95 @@ class Keeper {
   static absl::StatusOr<std::unique_ptr<Keeper>> Start(Runtime& runtime, Args args,
                                                        KeeperOptions options = {},
                                                        Factory make = nullptr) {
-    if (make == nullptr) {
-      if constexpr (std::is_default_constructible_v<W>) {
-        make = [] { return std::make_unique<W>(); };
-      } else {
-        return absl::InvalidArgumentError(
-            "Keeper::Start: the worker type is not default-constructible; pass a factory");
-      }
+    return Launch(runtime, std::move(args), std::move(options), std::move(make), nullptr, {});
+  }
+
+  // Start, with the committed state kept across process restarts in `snapshots.store`.
+  //
+  // At start, the newest intact snapshot is loaded (blocking, on the calling thread), upgraded
+  // to the codec's schema version and decoded; the first incarnation then runs OnRecover on
+  // it with a Crash of site kRestart (OnFirstStart(args) runs only when the store has no
+  // snapshot), and versions go on from the snapshot's sequence. Newer snapshots that were
+  // torn or corrupt are skipped and reported (restore_report(), and a warning each).
+  // After each commit the newest committed state is saved on the offload pool, one save at a
+  // time (commits during a save are coalesced into the next one), as a snapshot whose
+  // sequence is the commit's version; Stop (and giving up) saves the last state before
+  // returning. A failing save is counted and does not stop the worker.
+  //
+  // Refused, with nothing started and the store untouched: a snapshot of a newer schema
+  // version than the codec's, or an older one without an upgrade path (FailedPrecondition,
+  // naming both versions); a snapshot that fails to upgrade or decode (its error, naming the
+  // snapshot); a store that cannot be read (its error); a call on the runtime's control
+  // thread (FailedPrecondition: loading blocks); a codec without encode or decode, a null
+  // store or schema_version 0 (InvalidArgument).
+  static absl::StatusOr<std::unique_ptr<Keeper>> StartWithSnapshots(
+      Runtime& runtime, Args args, KeeperSnapshots<State> snapshots, KeeperOptions options = {},
+      Factory make = nullptr) {
+    const std::string prefix = absl::StrCat("keeper '", options.name, "': ");
+    if (snapshots.store == nullptr || !snapshots.encode || !snapshots.decode ||
+        snapshots.schema_version == 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          prefix, "snapshots need a store, encode, decode and a schema_version >= 1"));
     }
-    std::unique_ptr<Keeper> keeper(new Keeper(std::move(make)));
-    Keeper* k = keeper.get();
-    internal::KeeperEngine::Hooks hooks;
-    hooks.first_start = [k, args = std::move(args)]() -> internal::ErasedState {
-      k->MakeInstance();
-      return std::make_shared<const State>(k->instance_->OnFirstStart(args));
+    if (runtime.InControlThread()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          prefix, "StartWithSnapshots loads from the store (blocking I/O); not on the "
+                  "runtime's control thread"));
+    }
+    RestoreReport report;
+    internal::KeeperEngine::Restored restored;
+    restored.version = snapshots.store->last_sequence().value_or(0);
+    absl::StatusOr<LoadedSnapshot> loaded = snapshots.store->Load();
+    if (loaded.ok()) {
+      report.skipped = std::move(loaded->skipped);
+      for (const absl::Status& bad : report.skipped) {
+        internal::LogKeeperWarning(absl::StrCat(prefix, "skipped a damaged snapshot: ",
+                                                bad.ToString()));
+      }
+      Snapshot& snapshot = loaded->snapshot;
+      absl::StatusOr<State> state = DecodeSnapshot(snapshots, snapshot, prefix);
+      if (!state.ok()) return state.status();
+      report.restored = true;
+      report.sequence = snapshot.sequence;
+      report.schema_version = snapshot.schema_version;
+      restored.state = std::make_shared<const State>(std::move(*state));
+      restored.version = std::max(restored.version, snapshot.sequence);
+      restored.cause.site = CrashSite::kRestart;
+      restored.cause.what =
+          absl::StrCat("restored from snapshot ", snapshot.sequence, " (schema version ",
+                       snapshot.schema_version, ") after a process restart");
+      restored.cause.at = runtime.Now();
+    } else if (absl::IsNotFound(loaded.status())) {
+      // No intact snapshot: a first start. Damaged ones are in the NotFound message.
+      if (restored.version > 0) {
+        internal::LogKeeperWarning(
+            absl::StrCat(prefix, "no intact snapshot; starting afresh: ", loaded.status().ToString()));
+        report.skipped.push_back(loaded.status());
+      }
+    } else {
+      return absl::Status(loaded.status().code(),
+                          absl::StrCat(prefix, "loading its snapshot: ", loaded.status().message()));
+    }
+    auto save = [store = snapshots.store, schema = snapshots.schema_version,
+                 encode = snapshots.encode](const internal::ErasedState& state,
+                                            uint64_t version) -> absl::Status {
+      absl::StatusOr<std::string> bytes = encode(*static_cast<const State*>(state.get()));
+      if (!bytes.ok()) return bytes.status();
+      Snapshot snapshot;
+      snapshot.schema_version = schema;
+      snapshot.sequence = version;
+      snapshot.bytes = std::move(*bytes);
+      return store->Save(snapshot);
     };
-    hooks.recover = [k](const internal::ErasedState& last,
-                        const Crash& crash) -> internal::ErasedState {
-      k->MakeInstance();
-      return std::move(k->instance_->OnRecover(*static_cast<const State*>(last.get()), crash))
-          .Release();
-    };
-    hooks.end_incarnation = [k] { k->EndInstance(); };
-    hooks.state_changed = [k](const internal::ErasedState& state, uint64_t epoch,
-                              uint64_t version) {
-      k->Notify(Committed<State>{epoch, version, std::static_pointer_cast<const State>(state)});
-    };
-    hooks.terminated = [k](const Termination& end) { k->NotifyTermination(end); };
-    absl::StatusOr<std::unique_ptr<internal::KeeperEngine>> engine =
-        internal::KeeperEngine::Start(runtime, std::move(options), std::move(hooks));
-    if (!engine.ok()) return engine.status();
-    keeper->engine_ = std::move(*engine);
+    absl::StatusOr<std::unique_ptr<Keeper>> keeper =
+        Launch(runtime, std::move(args), std::move(options), std::move(make), std::move(save),
+               std::move(restored));
+    if (keeper.ok()) (*keeper)->restore_report_ = std::move(report);
     return keeper;
   }
+
+  // What StartWithSnapshots found (empty for Start). Immutable after start; any thread.
+  const RestoreReport& restore_report() const { return restore_report_; }
 
   // Stops the worker (see Stop) and waits for running listeners.
   ~Keeper() {
@@ -375,6 +468,86 @@ class Keeper {
  private:
   explicit Keeper(Factory make) : make_(std::move(make)) {}
 
+  static absl::StatusOr<std::unique_ptr<Keeper>> Launch(
+      Runtime& runtime, Args args, KeeperOptions options, Factory make,
+      absl::AnyInvocable<absl::Status(const internal::ErasedState&, uint64_t)> save,
+      internal::KeeperEngine::Restored restored) {
+    if (make == nullptr) {
+      if constexpr (std::is_default_constructible_v<W>) {
+        make = [] { return std::make_unique<W>(); };
+      } else {
+        return absl::InvalidArgumentError(
+            "Keeper::Start: the worker type is not default-constructible; pass a factory");
+      }
+    }
+    std::unique_ptr<Keeper> keeper(new Keeper(std::move(make)));
+    Keeper* k = keeper.get();
+    internal::KeeperEngine::Hooks hooks;
+    hooks.first_start = [k, args = std::move(args)]() -> internal::ErasedState {
+      k->MakeInstance();
+      return std::make_shared<const State>(k->instance_->OnFirstStart(args));
+    };
+    hooks.recover = [k](const internal::ErasedState& last,
+                        const Crash& crash) -> internal::ErasedState {
+      k->MakeInstance();
+      return std::move(k->instance_->OnRecover(*static_cast<const State*>(last.get()), crash))
+          .Release();
+    };
+    hooks.end_incarnation = [k] { k->EndInstance(); };
+    hooks.state_changed = [k](const internal::ErasedState& state, uint64_t epoch,
+                              uint64_t version) {
+      k->Notify(Committed<State>{epoch, version, std::static_pointer_cast<const State>(state)});
+    };
+    hooks.terminated = [k](const Termination& end) { k->NotifyTermination(end); };
+    hooks.save = std::move(save);
+    absl::StatusOr<std::unique_ptr<internal::KeeperEngine>> engine =
+        internal::KeeperEngine::Start(runtime, std::move(options), std::move(hooks),
+                                      std::move(restored));
+    if (!engine.ok()) return engine.status();
+    keeper->engine_ = std::move(*engine);
+    return keeper;
+  }
+
+
+  // Upgrades (step by step) and decodes a loaded snapshot; errors name it.
+  static absl::StatusOr<State> DecodeSnapshot(const KeeperSnapshots<State>& codec,
+                                              Snapshot& snapshot, const std::string& prefix) {
+    const std::string which = absl::StrCat("snapshot ", snapshot.sequence, " (schema version ",
+                                           snapshot.schema_version, ")");
+    if (snapshot.schema_version > codec.schema_version) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          prefix, which, " was written by a newer codec; this one reads schema version ",
+          codec.schema_version, " and upgrades older ones, never newer. Refusing to start "
+          "rather than lose that state"));
+    }
+    if (snapshot.schema_version < codec.schema_version && !codec.upgrade) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          prefix, which, " is older than the codec's schema version ", codec.schema_version,
+          " and the codec has no upgrade hook. Refusing to start rather than lose that state"));
+    }
+    try {
+      std::string bytes = std::move(snapshot.bytes);
+      for (uint32_t v = snapshot.schema_version; v < codec.schema_version; ++v) {
+        absl::StatusOr<std::string> up = codec.upgrade(v, std::move(bytes));
+        if (!up.ok()) {
+          return absl::Status(up.status().code(),
+                              absl::StrCat(prefix, "upgrading ", which, " from schema version ", v,
+                                           " to ", v + 1, ": ", up.status().message()));
+        }
+        bytes = std::move(*up);
+      }
+      absl::StatusOr<State> state = codec.decode(bytes);
+      if (!state.ok()) {
+        return absl::Status(state.status().code(), absl::StrCat(prefix, "decoding ", which, ": ",
+                                                                state.status().message()));
+      }
+      return state;
+    } catch (const std::exception& e) {
+      return absl::InternalError(
+          absl::StrCat(prefix, "the codec threw on ", which, ": ", e.what()));
+    }
+  }
+
   void MakeInstance() {
     instance_ = make_();
     if (instance_ == nullptr) throw std::logic_error("the keeper's factory returned null");
@@ -440,6 +613,7 @@ class Keeper {
   std::vector<Listener<std::function<void(const Termination&)>>> termination_listeners_;
   ListenerId next_listener_id_ = 1;
 
+  RestoreReport restore_report_;
   std::unique_ptr<internal::KeeperEngine> engine_;  // last: destroyed first
 
   static inline thread_local Keeper* dispatching_ = nullptr;  // see CallEach

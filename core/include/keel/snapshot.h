@@ -6,6 +6,7 @@
 #define KEEL_SNAPSHOT_H_
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -49,6 +50,10 @@ class SnapshotStore {
   // The newest intact snapshot, with the newer ones skipped on the way. NotFound when there
   // is none (its message lists the skipped ones). Blocking.
   virtual absl::StatusOr<LoadedSnapshot> Load() = 0;
+
+  // The highest sequence the store knows of, damaged snapshots included (nullopt: none); a
+  // Save must use a greater one. A Keeper continues its versions past it.
+  virtual std::optional<uint64_t> last_sequence() const = 0;
 };
 
 }  // namespace keel

@@ -108,7 +108,7 @@ class FileSnapshotStore final : public SnapshotStore {
   // The highest sequence this store knows of: the highest in a snapshot file name seen by
   // Open or Load (intact or not), or saved since; nullopt when there is none. A Save must use
   // a greater one. Any thread.
-  std::optional<uint64_t> last_sequence() const ABSL_LOCKS_EXCLUDED(sequence_mu_);
+  std::optional<uint64_t> last_sequence() const override ABSL_LOCKS_EXCLUDED(sequence_mu_);
 
   // The file a snapshot with `sequence` is saved to.
   std::string PathFor(uint64_t sequence) const;

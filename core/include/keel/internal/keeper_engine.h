@@ -33,9 +33,12 @@ enum class CrashSite {
   kFirstStart,  // OnFirstStart threw
   kRecover,     // OnRecover threw
   kHandler,     // a message handler threw
+  kRestart,     // not a crash in this process: the state was restored from a snapshot
+                // saved before the process restarted (the first incarnation's OnRecover)
 };
 
-// What ended an incarnation: the exception that escaped the worker's code.
+// What ended an incarnation: the exception that escaped the worker's code (or, with site
+// kRestart, the snapshot the state was restored from).
 struct Crash {
   uint64_t epoch = 0;  // the incarnation that crashed
   CrashSite site = CrashSite::kHandler;
@@ -112,6 +115,13 @@ struct KeeperStats {
   std::optional<Crash> last_crash;  // the latest crash, if any
   // In a backoff: when the next incarnation is due, on the runtime's clock.
   std::optional<Instant> restart_due;
+  // Snapshots (Keeper::StartWithSnapshots; all zero without): saves that succeeded and
+  // failed, the newest version known to be in the store (saved, or restored from), and the
+  // last failure (OK when none).
+  uint64_t snapshots_saved = 0;
+  uint64_t snapshot_failures = 0;
+  uint64_t saved_version = 0;
+  absl::Status last_snapshot_error;
 };
 
 // How a worker ended, told to termination listeners once.
@@ -125,6 +135,9 @@ struct Termination {
 namespace internal {
 
 using ErasedState = std::shared_ptr<const void>;
+
+// Logs a warning through keel's logger (the typed layer is header-only).
+void LogKeeperWarning(const std::string& message);
 
 class KeeperEngine {
  public:
@@ -157,12 +170,26 @@ class KeeperEngine {
     absl::AnyInvocable<void(const ErasedState& state, uint64_t epoch, uint64_t version)>
         state_changed;
     absl::AnyInvocable<void(const Termination& termination)> terminated;
+    // Saves a committed state as `version` (a snapshot); null without snapshots. One call at
+    // a time: on the offload pool after commits (coalesced), and a last one when the worker
+    // ends. May block; an error is counted and the next commit tries again.
+    absl::AnyInvocable<absl::Status(const ErasedState& state, uint64_t version)> save;
+  };
+  // Where the first incarnation starts from. With a state (restored from a snapshot), the
+  // first incarnation runs `recover` on it with `cause` (site kRestart) and commits go on
+  // from `version`; without one, it runs `first_start`, and versions still start past
+  // `version` (a snapshot store's last sequence).
+  struct Restored {
+    ErasedState state;
+    uint64_t version = 0;
+    Crash cause;
   };
 
   // Starts the worker thread, which runs the first incarnation at once. InvalidArgument for
   // bad options.
   static absl::StatusOr<std::unique_ptr<KeeperEngine>> Start(Runtime& runtime,
-                                                             KeeperOptions options, Hooks hooks);
+                                                             KeeperOptions options, Hooks hooks,
+                                                             Restored restored);
   // Close().
   ~KeeperEngine();
   // Stops (as Stop with no timeout), waits for the listeners' dispatch to end (the
