@@ -8,6 +8,7 @@
 #include <exception>
 #include <mutex>
 #include <random>
+#include <system_error>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -38,6 +39,8 @@ absl::Status CheckOptions(const KeeperOptions& o) {
   if (!(o.backoff_jitter >= 0.0 && o.backoff_jitter < 1.0)) {
     return invalid(absl::StrCat("backoff_jitter must be in [0, 1), got ", o.backoff_jitter));
   }
+  if (o.executor_batch < 1)
+    return invalid(absl::StrCat("executor_batch must be >= 1, got ", o.executor_batch));
   if (o.poison_after < 1)
     return invalid(absl::StrCat("poison_after must be >= 1, got ", o.poison_after));
   if (o.on_give_up == GiveUp::kEscalate && !o.escalate) {
@@ -74,17 +77,66 @@ const char* SiteName(CrashSite site) {
 
 void LogKeeperWarning(const std::string& message) { Log().warn("{}", message); }
 
+namespace {
+// The engine whose worker code runs on this thread (its own thread, or a turn on the pool).
+thread_local const void* running_worker = nullptr;
+
+struct RunningWorker {
+  explicit RunningWorker(const void* engine) : previous(std::exchange(running_worker, engine)) {}
+  ~RunningWorker() { running_worker = previous; }
+  const void* previous;
+};
+
+// A runtime the engine uses (its home), with a count of the uses in progress: offload jobs
+// and timers queued or running there, and calls into it. TransferTo waits for the previous
+// home's count to reach zero.
+struct Home {
+  explicit Home(Runtime& r) : runtime(r) {}
+  Runtime& runtime;
+  Mutex mu;
+  CondVar cv;  // with mu: TransferTo waits for the uses to end
+  int uses ABSL_GUARDED_BY(mu) = 0;
+};
+
+// One use of a home; move-only.
+class HomeUse {
+ public:
+  explicit HomeUse(std::shared_ptr<Home> home) : home_(std::move(home)) {
+    MutexLock lock(&home_->mu);
+    ++home_->uses;
+  }
+  HomeUse(HomeUse&& other) noexcept = default;
+  HomeUse& operator=(HomeUse&&) = delete;
+  ~HomeUse() {
+    if (home_ == nullptr) return;  // moved from
+    {
+      MutexLock lock(&home_->mu);
+      --home_->uses;
+    }
+    home_->cv.NotifyAll();
+  }
+  HomeUse Another() const { return HomeUse(home_); }
+  Runtime& runtime() const { return home_->runtime; }
+  const std::shared_ptr<Home>& home() const { return home_; }
+
+ private:
+  std::shared_ptr<Home> home_;
+};
+}  // namespace
+
 // The engine's state. The worker thread, backoff timers (weakly) and listener tasks hold it.
 //
 // Locks: `mu` guards the mailbox, the phase and the restart bookkeeping; `state_mu` guards
 // the committed state, epoch and version (held for a pointer copy only); `dispatch_mu`
-// guards the listener dispatch and `save_mu` the snapshot saves. Never two at once (the
-// constructor aside), and no user code runs under any of them.
+// guards the listener dispatch and `save_mu` the snapshot saves; `home_mu` guards which
+// runtime is home (taken before a home's own lock, never the other way). Never two of the
+// others at once (the constructor aside), and no user code runs under any of them.
 struct KeeperEngine::Shared : std::enable_shared_from_this<KeeperEngine::Shared> {
   enum class Step { kFirstStart, kRecover, kMessages };
 
   Shared(Runtime& rt, KeeperOptions opts, Hooks h, Restored restored)
-      : runtime(rt), options(std::move(opts)), hooks(std::move(h)) {
+      : options(std::move(opts)), hooks(std::move(h)), home(std::make_shared<Home>(rt)) {
+    on_pool.store(options.placement == Placement::kExecutor, std::memory_order_release);
     rng.seed(options.jitter_seed != 0 ? options.jitter_seed : std::random_device{}());
     MutexLock lock(&mu);
     SpinLockHolder state_lock(&state_mu);
@@ -98,9 +150,21 @@ struct KeeperEngine::Shared : std::enable_shared_from_this<KeeperEngine::Shared>
     }
   }
 
-  Runtime& runtime;
   const KeeperOptions options;
   Hooks hooks;
+  // kExecutor until the pool refuses turns for good (its runtime shut down): the worker then
+  // goes on on a thread of its own rather than leave callers waiting.
+  std::atomic<bool> on_pool{false};
+  bool executor() const { return on_pool.load(std::memory_order_acquire); }
+
+  mutable SpinLock home_mu;
+  std::shared_ptr<Home> home ABSL_GUARDED_BY(home_mu);
+  std::mutex transfer_mu;  // serialises TransferTo
+  // A use of the current home, for a call into its runtime or a job queued there.
+  HomeUse Use() {
+    SpinLockHolder lock(&home_mu);
+    return HomeUse(home);
+  }
 
   Mutex mu;
   CondVar cv;  // with mu: the worker waits for work, Stop for the end
@@ -112,6 +176,10 @@ struct KeeperEngine::Shared : std::enable_shared_from_this<KeeperEngine::Shared>
   Step step ABSL_GUARDED_BY(mu) = Step::kFirstStart;
   KeeperPhase phase ABSL_GUARDED_BY(mu) = KeeperPhase::kRunning;
   std::optional<TimerHandle> backoff_timer ABSL_GUARDED_BY(mu);
+  std::shared_ptr<Home> backoff_home ABSL_GUARDED_BY(mu);  // where backoff_timer is
+  uint64_t backoff_id ABSL_GUARDED_BY(mu) = 0;  // a timer with another id resumes nothing
+  bool turn_scheduled ABSL_GUARDED_BY(mu) = false;  // kExecutor: a turn is queued or running
+  bool stranded ABSL_GUARDED_BY(mu) = false;  // kExecutor: the pool refused a turn for good
   std::optional<Instant> restart_due ABSL_GUARDED_BY(mu);   // while paused
   std::deque<Instant> recent_restarts ABSL_GUARDED_BY(mu);  // within the window
   std::mt19937_64 rng ABSL_GUARDED_BY(mu);
@@ -122,8 +190,8 @@ struct KeeperEngine::Shared : std::enable_shared_from_this<KeeperEngine::Shared>
   std::optional<Crash> last_crash ABSL_GUARDED_BY(mu);
   std::optional<Crash> restore_cause ABSL_GUARDED_BY(mu);  // for the first incarnation
   std::mutex join_mu;  // serialises Stop's join
-  std::thread worker;
-  std::thread::id worker_id;  // set before the worker runs anything; read-only after
+  Mutex join_guard;
+  std::thread worker ABSL_GUARDED_BY(join_guard);  // kOwnThread
 
   mutable SpinLock state_mu;
   ErasedState committed ABSL_GUARDED_BY(state_mu);
@@ -161,36 +229,144 @@ struct KeeperEngine::Shared : std::enable_shared_from_this<KeeperEngine::Shared>
 
   // ----- the worker thread
 
+  enum class Take { kWork, kIdle, kEnd };
+
+  // The worker's next step, under mu: blocking (kOwnThread) waits for one; non-blocking
+  // (a turn) returns kIdle when there is none, ending the turn under the same lock that Post
+  // checks.
+  Take TakeStep(bool block, Step* next_step, Message* message) {
+    MutexLock lock(&mu);
+    auto ready = [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+      return phase == KeeperPhase::kGaveUp ||
+             (!paused && (step != Step::kMessages || !queue.empty() || stop_requested));
+    };
+    if (block) {
+      cv.Wait(&mu, ready);
+    } else if (!ready()) {
+      turn_scheduled = false;
+      return Take::kIdle;
+    }
+    if (phase == KeeperPhase::kGaveUp) return Take::kEnd;
+    *next_step = step;
+    if (step == Step::kMessages) {
+      if (queue.empty()) return Take::kEnd;  // stop requested, and everything queued handled
+      *message = std::move(queue.front());
+      queue.pop_front();
+    }
+    return Take::kWork;
+  }
+
+  void RunStep(Step next_step, Message message) {
+    switch (next_step) {
+      case Step::kFirstStart:
+      case Step::kRecover:
+        StartIncarnation(next_step);
+        break;
+      case Step::kMessages:
+        Handle(std::move(message));
+        break;
+    }
+  }
+
+  // kOwnThread: the worker thread's life.
   void Run() {
-    std::vector<absl::AnyInvocable<void() &&>> after_unlock;
+    RunningWorker running(this);
     for (;;) {
       Step next_step;
       Message message;
-      {
-        MutexLock lock(&mu);
-        cv.Wait(&mu, [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
-          return phase == KeeperPhase::kGaveUp ||
-                 (!paused && (step != Step::kMessages || !queue.empty() || stop_requested));
-        });
-        if (phase == KeeperPhase::kGaveUp) break;
-        next_step = step;
-        if (next_step == Step::kMessages) {
-          if (queue.empty()) break;  // stop requested, and everything queued was handled
-          message = std::move(queue.front());
-          queue.pop_front();
-        }
-      }
-      switch (next_step) {
-        case Step::kFirstStart:
-        case Step::kRecover:
-          StartIncarnation(next_step);
-          break;
-        case Step::kMessages:
-          Handle(std::move(message));
+      if (TakeStep(/*block=*/true, &next_step, &message) == Take::kEnd) break;
+      RunStep(next_step, std::move(message));
+    }
+    Finish();
+  }
+
+  // kExecutor: one turn on the offload pool, up to executor_batch steps.
+  void Turn() {
+    RunningWorker running(this);
+    for (int i = 0; i < options.executor_batch; ++i) {
+      Step next_step;
+      Message message;
+      switch (TakeStep(/*block=*/false, &next_step, &message)) {
+        case Take::kIdle:
+          SaveAfterTurn();
+          return;
+        case Take::kEnd:
+          Finish();  // turn_scheduled stays set: no turn after the end
+          return;
+        case Take::kWork:
+          RunStep(next_step, std::move(message));
           break;
       }
     }
-    // The end: stopped, or gave up.
+    SaveAfterTurn();
+    PostTurn();  // more may be queued: yield the pool thread and come back behind other jobs
+  }
+
+  // kExecutor: queues the turn that turn_scheduled announced.
+  void PostTurn() { OffloadOrEnd(&Shared::Turn, &Shared::TurnRefused); }
+
+  // kExecutor: the pool refused the turn (full) or dropped it (a shutdown). Retried from a
+  // timer in a millisecond; if the runtime refuses that too (it shut down), the worker moves
+  // to a thread of its own (or, if none can be made, Stop runs what is left).
+  void TurnRefused() {
+    {
+      // The retry, unless the runtime drops it unrun (a shutdown): then this again. Armed
+      // once scheduled (a refused timer is handled below, not by the destructor).
+      struct Retry {
+        std::weak_ptr<Shared> weak;
+        bool armed = false;
+        bool ran = false;
+        ~Retry() {
+          if (!armed || ran) return;
+          if (std::shared_ptr<Shared> self = weak.lock()) self->TurnRefused();
+        }
+      };
+      auto retry = std::make_shared<Retry>();
+      retry->weak = weak_from_this();
+      HomeUse use = Use();
+      absl::StatusOr<TimerHandle> timer =
+          use.runtime().Schedule(absl::Milliseconds(1), [retry, job_use = use.Another()] {
+            retry->ran = true;
+            if (std::shared_ptr<Shared> self = retry->weak.lock()) self->PostTurn();
+          });
+      retry->armed = timer.ok();  // before our reference goes: the task may be gone already
+      if (timer.ok()) return;
+    }
+    {
+      MutexLock lock(&mu);
+      if (worker_done) return;
+      on_pool.store(false, std::memory_order_release);  // Post and Wake now wake the thread
+      turn_scheduled = false;
+    }
+    Log().warn("keeper '{}': its runtime refuses offload jobs; the worker goes on on a thread "
+               "of its own", options.name);
+    try {
+      MutexLock lock(&join_guard);
+      worker = std::thread([self = shared_from_this()] { self->Run(); });
+      return;
+    } catch (const std::system_error&) {
+    }
+    {
+      MutexLock lock(&mu);
+      stranded = true;
+    }
+    cv.NotifyAll();
+  }
+
+  // Something the worker may act on happened (a backoff ended, a stop was asked for).
+  void Wake() {
+    cv.NotifyAll();
+    if (!executor()) return;
+    {
+      MutexLock lock(&mu);
+      if (turn_scheduled || worker_done) return;
+      turn_scheduled = true;
+    }
+    PostTurn();
+  }
+
+  // The end: stopped, or gave up.
+  void Finish() {
     EndIncarnation();
     FinalSave();  // before Stop returns: the last committed state is in the store
     uint64_t last_epoch, last_version;
@@ -298,7 +474,7 @@ struct KeeperEngine::Shared : std::enable_shared_from_this<KeeperEngine::Shared>
     }
     crash.site = site;
     crash.what = WhatOf(error);
-    crash.at = runtime.Now();
+    crash.at = Use().runtime().Now();
     Log().warn("keeper '{}': incarnation {} crashed in {}: {}", options.name, crash.epoch,
                SiteName(site), crash.what);
     EndIncarnation();
@@ -351,28 +527,7 @@ struct KeeperEngine::Shared : std::enable_shared_from_this<KeeperEngine::Shared>
         }
       }
     }
-    if (delay > absl::ZeroDuration() && !gave_up) {
-      // Scheduled with no lock held (the timer runs Resume, which takes `mu`).
-      // The guard resumes the worker when the timer runs, and also when the runtime drops
-      // it unrun (a shutdown): a worker is never left paused for good.
-      struct ResumeGuard {
-        std::weak_ptr<Shared> weak;
-        ~ResumeGuard() {
-          if (std::shared_ptr<Shared> self = weak.lock()) self->Resume();
-        }
-      };
-      auto guard = std::make_shared<ResumeGuard>();  // built in place: no copy to destroy
-      guard->weak = weak_from_this();
-      absl::StatusOr<TimerHandle> timer =
-          runtime.ScheduleAt(AddDuration(crash.at, delay), [guard]() mutable { guard.reset(); });
-      guard.reset();  // the timer's copy is the last one
-      MutexLock lock(&mu);
-      if (!timer.ok()) {
-        paused = false;  // no timer (the runtime is stopping): restart at once
-      } else if (paused) {
-        backoff_timer = *timer;
-      }
-    }
+    if (delay > absl::ZeroDuration() && !gave_up) ArmBackoff(AddDuration(crash.at, delay));
     if (fail_call) {
       std::move(fail_call)(absl::AbortedError(absl::StrCat(
           "keeper '", options.name, "': the worker crashed handling this call (", crash.what,
@@ -420,14 +575,56 @@ struct KeeperEngine::Shared : std::enable_shared_from_this<KeeperEngine::Shared>
     return delay * (1.0 - cut(rng));
   }
 
-  void Resume() {
+  // Schedules the end of the backoff in progress at `due`, on the current home's clock. The
+  // timer resumes only the backoff it was armed for (its id): one that was cancelled or
+  // replaced (Stop, TransferTo) resumes nothing.
+  void ArmBackoff(Instant due) {
+    HomeUse use = Use();
+    uint64_t id;
     {
       MutexLock lock(&mu);
+      if (!paused) return;  // stopped meanwhile
+      id = ++backoff_id;
+    }
+    // The guard resumes the worker when the timer runs, and also when the runtime drops it
+    // unrun (a shutdown) or refuses it: a worker is never left paused for good. Scheduled
+    // with no lock held (Resume takes `mu`).
+    struct ResumeGuard {
+      std::weak_ptr<Shared> weak;
+      uint64_t id = 0;
+      ~ResumeGuard() {
+        if (std::shared_ptr<Shared> self = weak.lock()) self->Resume(id);
+      }
+    };
+    auto guard = std::make_shared<ResumeGuard>();  // built in place: no copy to destroy
+    guard->weak = weak_from_this();
+    guard->id = id;
+    absl::StatusOr<TimerHandle> timer = use.runtime().ScheduleAt(
+        due, [guard, timer_use = use.Another()]() mutable { guard.reset(); });
+    guard.reset();  // the timer's copy is the last one (none if it was refused: resumed now)
+    if (!timer.ok()) return;
+    bool superseded;
+    {
+      MutexLock lock(&mu);
+      superseded = id != backoff_id;
+      if (!superseded) {
+        backoff_timer = *timer;
+        backoff_home = use.home();
+      }
+    }
+    if (superseded) use.runtime().Cancel(*timer);  // a transfer re-armed it elsewhere
+  }
+
+  void Resume(uint64_t id) {
+    {
+      MutexLock lock(&mu);
+      if (id != backoff_id || !paused) return;
       paused = false;
       restart_due.reset();
       backoff_timer.reset();
+      backoff_home.reset();
     }
-    cv.NotifyAll();
+    Wake();
   }
 
   // ----- commits
@@ -462,7 +659,7 @@ struct KeeperEngine::Shared : std::enable_shared_from_this<KeeperEngine::Shared>
       ++version;
     }
     if (state_listeners.load(std::memory_order_relaxed) > 0) ScheduleDispatch();
-    if (hooks.save) ScheduleSave();
+    if (hooks.save && !executor()) ScheduleSave();  // kExecutor: after the turn
     return absl::OkStatus();
   }
 
@@ -471,6 +668,7 @@ struct KeeperEngine::Shared : std::enable_shared_from_this<KeeperEngine::Shared>
   // Runs `run` on the offload pool; `end` instead if the pool refuses the job or drops it
   // unrun (a shutdown).
   void OffloadOrEnd(void (Shared::*run)(), void (Shared::*end)()) {
+    HomeUse use = Use();  // held through the call; the job holds another
     struct Ticket {
       std::shared_ptr<Shared> self;
       void (Shared::*end)();
@@ -482,7 +680,7 @@ struct KeeperEngine::Shared : std::enable_shared_from_this<KeeperEngine::Shared>
     auto ticket = std::make_shared<Ticket>();
     ticket->self = shared_from_this();
     ticket->end = end;
-    absl::Status posted = runtime.Offload([ticket, run] {
+    absl::Status posted = use.runtime().Offload([ticket, run, job_use = use.Another()] {
       ticket->ran = true;
       (ticket->self.get()->*run)();
     });
@@ -500,6 +698,19 @@ struct KeeperEngine::Shared : std::enable_shared_from_this<KeeperEngine::Shared>
       save_in_flight = true;
     }
     OffloadOrEnd(&Shared::SaveLoop, &Shared::EndSave);
+  }
+
+  // kExecutor: the save after a turn, on the turn's thread; joins a save in progress instead
+  // (another turn's), which then saves the newest state too.
+  void SaveAfterTurn() {
+    if (!hooks.save) return;
+    {
+      MutexLock lock(&save_mu);
+      save_pending = true;
+      if (save_in_flight || saves_closed) return;
+      save_in_flight = true;
+    }
+    SaveLoop();
   }
 
   void EndSave() {
@@ -717,10 +928,12 @@ absl::StatusOr<std::unique_ptr<KeeperEngine>> KeeperEngine::Start(Runtime& runti
   engine->shared_ = std::make_shared<Shared>(runtime, std::move(options), std::move(hooks),
                                              std::move(restored));
   Shared* shared = engine->shared_.get();
-  // The thread id is published to Post/Stop callers by the lock below and the thread start.
-  MutexLock lock(&shared->mu);
-  shared->worker = std::thread([self = engine->shared_] { self->Run(); });
-  shared->worker_id = shared->worker.get_id();
+  if (shared->executor()) {
+    shared->Wake();  // the first turn runs the first incarnation
+  } else {
+    MutexLock lock(&shared->join_guard);  // publishes `worker` to Stop
+    shared->worker = std::thread([self = engine->shared_] { self->Run(); });
+  }
   return engine;
 }
 
@@ -756,6 +969,7 @@ void KeeperEngine::Close() {
 
 absl::Status KeeperEngine::Post(Message message) {
   Shared& s = *shared_;
+  bool post_turn = false;
   {
     MutexLock lock(&s.mu);
     if (!s.accepting) {
@@ -765,8 +979,17 @@ absl::Status KeeperEngine::Post(Message message) {
                        "; the message was not queued"));
     }
     s.queue.push_back(std::move(message));
+    if (s.executor()) {  // changes only under mu
+      if (s.turn_scheduled || s.worker_done) return absl::OkStatus();
+      s.turn_scheduled = true;
+      post_turn = true;
+    }
   }
-  s.cv.NotifyAll();
+  if (post_turn) {
+    s.PostTurn();
+  } else {
+    s.cv.NotifyAll();
+  }
   return absl::OkStatus();
 }
 
@@ -827,7 +1050,54 @@ KeeperStats KeeperEngine::Stats() const {
 }
 
 bool KeeperEngine::InWorkerThread() const noexcept {
-  return std::this_thread::get_id() == shared_->worker_id;
+  return running_worker == shared_.get();
+}
+
+absl::Status KeeperEngine::TransferTo(Runtime& target, absl::Duration timeout) {
+  Shared& s = *shared_;
+  if (InWorkerThread()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("keeper '", s.options.name, "': TransferTo from the worker's own code"));
+  }
+  std::lock_guard<std::mutex> serial(s.transfer_mu);
+  std::shared_ptr<Home> old;
+  {
+    SpinLockHolder lock(&s.home_mu);
+    if (&s.home->runtime == &target) return absl::OkStatus();
+    old = std::exchange(s.home, std::make_shared<Home>(target));
+  }
+  // From here, every new job and timer goes to `target`. The restart bookkeeping moves to
+  // target's clock; a pending backoff is re-armed there with the time it had left.
+  const absl::Duration shift = Elapsed(old->runtime.Now(), target.Now());
+  std::optional<TimerHandle> old_timer;
+  std::shared_ptr<Home> timer_home;
+  std::optional<Instant> due;
+  {
+    MutexLock lock(&s.mu);
+    for (Instant& t : s.recent_restarts) t = AddDuration(t, shift);
+    if (s.paused && s.restart_due.has_value()) {
+      s.restart_due = AddDuration(*s.restart_due, shift);
+      due = s.restart_due;
+      ++s.backoff_id;  // the old timer resumes nothing
+      old_timer = std::move(s.backoff_timer);
+      s.backoff_timer.reset();
+      timer_home = std::move(s.backoff_home);
+    }
+  }
+  if (old_timer.has_value() && timer_home != nullptr) timer_home->runtime.Cancel(*old_timer);
+  timer_home.reset();
+  if (due.has_value()) s.ArmBackoff(*due);
+  // Jobs already queued or running on the old runtime finish there (a turn re-queues itself
+  // on the new one); wait for them.
+  MutexLock lock(&old->mu);
+  if (!old->cv.WaitFor(&old->mu, timeout,
+                       [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return old->uses == 0; })) {
+    return absl::DeadlineExceededError(absl::StrCat(
+        "keeper '", s.options.name, "' moved to runtime '", target.name(), "', but ",
+        old->uses, " of its jobs still run on runtime '", old->runtime.name(), "' after ",
+        absl::FormatDuration(timeout)));
+  }
+  return absl::OkStatus();
 }
 
 void KeeperEngine::AddStateListeners(int delta) {
@@ -846,28 +1116,43 @@ absl::Status KeeperEngine::Stop(absl::Duration timeout) {
         absl::StrCat("keeper '", s.options.name, "': Stop from the worker's own thread"));
   }
   std::optional<TimerHandle> timer;
+  std::shared_ptr<Home> timer_home;
   {
     MutexLock lock(&s.mu);
     s.accepting = false;
     s.stop_requested = true;
     if (s.paused) {  // a backoff in progress: restart at once, to handle what is queued
       s.paused = false;
+      ++s.backoff_id;  // the cancelled timer resumes nothing
       timer = std::move(s.backoff_timer);
       s.backoff_timer.reset();
+      timer_home = std::move(s.backoff_home);
     }
   }
-  if (timer.has_value()) s.runtime.Cancel(*timer);
-  s.cv.NotifyAll();
-  {
-    MutexLock lock(&s.mu);
-    if (!s.cv.WaitFor(&s.mu, timeout,
-                      [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return s.worker_done; })) {
-      return absl::DeadlineExceededError(
-          absl::StrCat("keeper '", s.options.name, "' did not stop within ",
-                       absl::FormatDuration(timeout), " (a handler still runs)"));
+  if (timer.has_value() && timer_home != nullptr) {
+    HomeUse use(std::move(timer_home));
+    use.runtime().Cancel(*timer);
+  }
+  s.Wake();
+  const absl::Time deadline = absl::Now() + timeout;  // InfiniteFuture for no timeout
+  for (;;) {
+    {
+      MutexLock lock(&s.mu);
+      if (!s.cv.WaitFor(&s.mu, deadline - absl::Now(), [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+            return s.worker_done || s.stranded;
+          })) {
+        return absl::DeadlineExceededError(
+            absl::StrCat("keeper '", s.options.name, "' did not stop within ",
+                         absl::FormatDuration(timeout), " (a handler still runs)"));
+      }
+      if (s.worker_done) break;
+      // kExecutor, and the runtime refuses turns (it shut down): the rest runs here.
+      s.stranded = false;
     }
+    s.Turn();
   }
   std::lock_guard<std::mutex> join_lock(s.join_mu);
+  MutexLock lock(&s.join_guard);
   if (s.worker.joinable()) s.worker.join();
   return absl::OkStatus();
 }

@@ -19,12 +19,22 @@
 //   - a keeper: a counter worker that crashes on every 100th message, sent thousands of
 //     casts from two threads; the count must come out exact (every crashing message is
 //     delivered again to the next incarnation and applied once), with the restarts counted.
+//     Then, with snapshots on, the same counter across a restart of the process: a child
+//     keel-demo counts, waits until its state is saved and is SIGKILLed (no Stop); this
+//     process restores the counter from the child's snapshots and counts on, exactly.
 // Exit status 0 when every check holds, 1 otherwise.
 //
 // Usage: keel-demo [--seconds=N] (default 2, 1 to 600)
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cctype>
+#include <cerrno>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -58,6 +68,7 @@
 #include "keel/rcu_cell.h"
 #include "keel/remote_term.h"
 #include "keel/runtime.h"
+#include "keel/snapshot_store.h"
 
 namespace {
 
@@ -862,11 +873,21 @@ struct FlakyCounter {
     std::mutex mu;
     int64_t seen = 0;
     std::set<int64_t> crashed;  // values whose first delivery crashed
+    int64_t restored = 0;       // incarnations that began from a snapshot (site kRestart)
   };
   explicit FlakyCounter(std::shared_ptr<Faults> f) : faults(std::move(f)) {}
 
   State OnFirstStart(const Args& start) { return State{start, 0}; }
-  keel::Next<State> OnRecover(const State&, const keel::Crash&) { return keel::kUnchanged; }
+  // After a crash the committed state is right as it is (the crashing message was not
+  // applied), and so is a state restored from a snapshot; the restorations are counted so
+  // that the demo can tell a restored start from a fresh one.
+  keel::Next<State> OnRecover(const State&, const keel::Crash& crash) {
+    if (crash.site == keel::CrashSite::kRestart) {
+      std::lock_guard<std::mutex> lock(faults->mu);
+      ++faults->restored;
+    }
+    return keel::kUnchanged;
+  }
   keel::Next<State> HandleCast(const State& s, const int64_t& value) {
     {
       std::lock_guard<std::mutex> lock(faults->mu);
@@ -883,10 +904,7 @@ struct FlakyCounter {
   std::shared_ptr<Faults> faults;
 };
 
-void RunKeeperDemo(keel::Runtime& runtime) {
-  constexpr int kThreads = 2;
-  constexpr int64_t kPerThread = 2500;
-  auto faults = std::make_shared<FlakyCounter::Faults>();
+keel::KeeperOptions FlakyCounterOptions() {
   keel::KeeperOptions options;
   options.name = "flaky-counter";
   options.max_restarts = 1000;  // a crash every 100 messages is expected here
@@ -894,6 +912,246 @@ void RunKeeperDemo(keel::Runtime& runtime) {
   options.backoff_initial = absl::ZeroDuration();
   options.backoff_max = absl::ZeroDuration();
   options.poison_after = 2;  // a message that crashed twice would be dead-lettered
+  return options;
+}
+
+// The counter's snapshots: files in `dir`, the state encoded as the text "<count> <sum>".
+absl::StatusOr<keel::KeeperSnapshots<FlakyCounter::State>> FlakyCounterSnapshots(
+    const std::string& dir) {
+  auto store = keel::FileSnapshotStore::Open({.directory = dir, .name = "flaky-counter"});
+  if (!store.ok()) return store.status();
+  keel::KeeperSnapshots<FlakyCounter::State> snapshots;
+  snapshots.store = std::shared_ptr<keel::SnapshotStore>(std::move(*store));
+  snapshots.schema_version = 1;
+  snapshots.encode = [](const FlakyCounter::State& s) -> absl::StatusOr<std::string> {
+    return absl::StrCat(s.count, " ", s.sum);
+  };
+  // The store's checksum already catches damaged files; this refuses bytes that are intact
+  // but not a counter (another encoding written under schema version 1, say).
+  snapshots.decode = [](const std::string& bytes) -> absl::StatusOr<FlakyCounter::State> {
+    std::vector<absl::string_view> fields = absl::StrSplit(bytes, ' ');
+    FlakyCounter::State s;
+    if (fields.size() != 2 || !absl::SimpleAtoi(fields[0], &s.count) ||
+        !absl::SimpleAtoi(fields[1], &s.sum) || s.count < 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "flaky-counter snapshot: expected '<count> <sum>', got ", bytes.size(), " bytes"));
+    }
+    return s;
+  };
+  return snapshots;
+}
+
+constexpr int64_t kChildCasts = 2500;
+
+// keel-demo --keeper-child=DIR: the process that is killed. It counts 1..kChildCasts with
+// snapshots in DIR, waits until the last commit is saved, prints "saved <version> <count>
+// <sum>" and waits to be SIGKILLed. It never calls Stop (which would save the last state as
+// it returns): what the next process finds is only what the background saves wrote.
+// Errors go to stderr; the parent sees them as a missing line.
+int RunKeeperChild(const std::string& dir) {
+  auto created = keel::Runtime::Create({.name = "keel-demo-child"});
+  if (!created.ok()) {
+    std::fprintf(stderr, "keeper child: no runtime: %s\n", created.status().ToString().c_str());
+    return 1;
+  }
+  auto snapshots = FlakyCounterSnapshots(dir);
+  if (!snapshots.ok()) {
+    std::fprintf(stderr, "keeper child: %s\n", snapshots.status().ToString().c_str());
+    return 1;
+  }
+  auto faults = std::make_shared<FlakyCounter::Faults>();
+  // Declared after the runtime, so destroyed before it (the runtime must outlive it).
+  auto keeper = keel::Keeper<FlakyCounter>::StartWithSnapshots(
+      **created, 0, std::move(*snapshots), FlakyCounterOptions(),
+      [faults] { return std::make_unique<FlakyCounter>(faults); });
+  if (!keeper.ok()) {
+    std::fprintf(stderr, "keeper child: %s\n", keeper.status().ToString().c_str());
+    return 1;
+  }
+  for (int64_t i = 1; i <= kChildCasts; ++i) {
+    if (!(*keeper)->Cast(i).ok()) {
+      std::fprintf(stderr, "keeper child: cast %lld refused\n", static_cast<long long>(i));
+      return 1;
+    }
+  }
+  absl::StatusOr<FlakyCounter::State> state = (*keeper)->Call({}, absl::Seconds(30));
+  if (!state.ok()) {
+    std::fprintf(stderr, "keeper child: read failed: %s\n", state.status().ToString().c_str());
+    return 1;
+  }
+  // Saves run on the offload pool after commits, coalesced: wait until the newest commit is
+  // the newest snapshot, so that the kill below loses nothing.
+  keel::KeeperStats stats = (*keeper)->Stats();
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (stats.saved_version != stats.version && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    stats = (*keeper)->Stats();
+  }
+  if (stats.saved_version != stats.version) {
+    std::fprintf(stderr, "keeper child: version %llu not saved within 10 s (saved %llu): %s\n",
+                 static_cast<unsigned long long>(stats.version),
+                 static_cast<unsigned long long>(stats.saved_version),
+                 stats.last_snapshot_error.ToString().c_str());
+    return 1;
+  }
+  std::printf("saved %llu %lld %lld\n", static_cast<unsigned long long>(stats.saved_version),
+              static_cast<long long>(state->count), static_cast<long long>(state->sum));
+  std::fflush(stdout);
+  std::this_thread::sleep_for(std::chrono::seconds(30));
+  std::fprintf(stderr, "keeper child: not killed within 30 s\n");
+  return 1;
+}
+
+// Runs `keel-demo --keeper-child=dir` with its stdout on a pipe, reads its first line (up to
+// 30 s), then SIGKILLs it and reaps it. The line, or an error saying what went wrong.
+absl::StatusOr<std::string> RunChildUntilSaved(const std::string& dir, int& killed_by) {
+  // Everything the child needs is built before fork: between fork and exec a child of a
+  // threaded process may only make async-signal-safe calls.
+  std::string arg = "--keeper-child=" + dir;
+  char name[] = "keel-demo";
+  char* child_argv[] = {name, arg.data(), nullptr};
+  int fds[2];
+  if (pipe2(fds, O_CLOEXEC) != 0) return absl::InternalError("pipe2 failed");
+  const pid_t pid = fork();
+  if (pid < 0) {
+    close(fds[0]);
+    close(fds[1]);
+    return absl::InternalError("fork failed");
+  }
+  if (pid == 0) {
+    if (dup2(fds[1], STDOUT_FILENO) < 0) _exit(127);
+    execv("/proc/self/exe", child_argv);
+    _exit(127);
+  }
+  close(fds[1]);
+  std::string line;
+  bool eof = false;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (line.find('\n') == std::string::npos && !eof) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) break;
+    pollfd p = {.fd = fds[0], .events = POLLIN, .revents = 0};
+    const int ready = poll(&p, 1, static_cast<int>(left.count()));
+    if (ready < 0 && errno != EINTR) break;
+    if (ready <= 0) continue;
+    char buffer[256];
+    const ssize_t n = read(fds[0], buffer, sizeof(buffer));
+    if (n < 0 && errno != EINTR) break;
+    if (n == 0) eof = true;
+    if (n > 0) line.append(buffer, static_cast<size_t>(n));
+  }
+  close(fds[0]);
+  kill(pid, SIGKILL);
+  int status = 0;
+  killed_by = 0;
+  if (waitpid(pid, &status, 0) == pid && WIFSIGNALED(status)) killed_by = WTERMSIG(status);
+  const size_t end = line.find('\n');
+  if (end == std::string::npos) {
+    if (eof) return absl::InternalError("the child ended without reporting a save (see stderr)");
+    return absl::DeadlineExceededError("the child reported no save within 30 s");
+  }
+  return line.substr(0, end);
+}
+
+// The counter across a process restart: a child process counts 1..kChildCasts and is killed
+// once its state is saved; this process restores the counter from the same directory and
+// counts kChildCasts more. Every value must be applied exactly once across both processes.
+void RunKeeperRestartDemo(keel::Runtime& runtime) {
+  const std::string dir = MakeTempDir();
+  if (dir.empty()) {
+    Check(false, "a temporary directory for the snapshots");
+    return;
+  }
+  int killed_by = 0;
+  absl::StatusOr<std::string> line = RunChildUntilSaved(dir, killed_by);
+  unsigned long long child_version = 0;
+  long long child_count = 0, child_sum = 0;
+  if (!line.ok() || std::sscanf(line->c_str(), "saved %llu %lld %lld", &child_version, &child_count,
+                                &child_sum) != 3) {
+    std::printf(
+        "            snapshots on: the child process failed: %s\n",
+        line.ok() ? ("unexpected line '" + *line + "'").c_str() : line.status().ToString().c_str());
+    Check(false, "the child process counted and saved its state");
+    std::filesystem::remove_all(dir);
+    return;
+  }
+  constexpr int64_t kChildSum = kChildCasts * (kChildCasts + 1) / 2;
+  Check(child_count == kChildCasts && child_sum == kChildSum, "the child's count is exact");
+  Check(killed_by == SIGKILL, "the child was SIGKILLed (it did not stop on its own)");
+
+  auto faults = std::make_shared<FlakyCounter::Faults>();
+  auto snapshots = FlakyCounterSnapshots(dir);
+  absl::StatusOr<std::unique_ptr<keel::Keeper<FlakyCounter>>> keeper =
+      snapshots.ok()
+          ? keel::Keeper<FlakyCounter>::StartWithSnapshots(
+                runtime, 0, std::move(*snapshots), FlakyCounterOptions(),
+                [faults] { return std::make_unique<FlakyCounter>(faults); })
+          : absl::StatusOr<std::unique_ptr<keel::Keeper<FlakyCounter>>>(snapshots.status());
+  if (!keeper.ok()) {
+    std::printf("            restart from snapshots failed: %s\n",
+                keeper.status().ToString().c_str());
+    Check(false, "the keeper starts from the child's snapshots");
+    std::filesystem::remove_all(dir);
+    return;
+  }
+  const keel::RestoreReport report = (*keeper)->restore_report();  // a copy: outlives keeper
+  absl::StatusOr<FlakyCounter::State> restored = (*keeper)->Call({}, absl::Seconds(30));
+  for (int64_t i = kChildCasts + 1; i <= 2 * kChildCasts; ++i) {
+    Check((*keeper)->Cast(i).ok(), "a cast is queued");
+  }
+  absl::StatusOr<FlakyCounter::State> final_state = (*keeper)->Call({}, absl::Seconds(30));
+  const absl::Status stopped = (*keeper)->Stop();
+  const keel::KeeperStats stats = (*keeper)->Stats();
+  int64_t restored_incarnations = 0;
+  {
+    std::lock_guard<std::mutex> lock(faults->mu);
+    restored_incarnations = faults->restored;
+  }
+  keeper->reset();
+  std::filesystem::remove_all(dir);
+
+  constexpr int64_t kTotal = 2 * kChildCasts;
+  constexpr int64_t kTotalSum = kTotal * (kTotal + 1) / 2;
+  // "exact", or what it should have been (the Checks below say which figure failed).
+  auto exact = [](long long actual, long long expected) {
+    return actual == expected ? std::string("exact") : absl::StrCat("expected ", expected);
+  };
+  const long long restored_count = restored.ok() ? static_cast<long long>(restored->count) : -1;
+  const long long restored_sum = restored.ok() ? static_cast<long long>(restored->sum) : -1;
+  const long long final_count = final_state.ok() ? static_cast<long long>(final_state->count) : -1;
+  const long long final_sum = final_state.ok() ? static_cast<long long>(final_state->sum) : -1;
+  std::printf(
+      "            snapshots on: a child process counted %lld (saved as version %llu), %s\n",
+      child_count, child_version,
+      killed_by == SIGKILL ? "then was SIGKILLed" : "but was NOT SIGKILLed");
+  std::printf("            restored from snapshot %llu (%s): count %lld, sum %lld %s\n",
+              static_cast<unsigned long long>(report.sequence),
+              restored_incarnations == 1 ? "OnRecover, kRestart" : "NOT via OnRecover",
+              restored_count, restored_sum, exact(restored_sum, kChildSum).c_str());
+  std::printf(
+      "            %lld more casts: count %lld, sum %lld %s; %llu crashes, snapshots saved: %llu\n",
+      static_cast<long long>(kChildCasts), final_count, final_sum,
+      exact(final_sum, kTotalSum).c_str(), static_cast<unsigned long long>(stats.crashes),
+      static_cast<unsigned long long>(stats.snapshots_saved));
+  Check(report.restored && report.sequence == child_version,
+        "the keeper restored the child's last saved snapshot");
+  Check(report.skipped.empty(), "no snapshot was skipped as damaged");
+  Check(restored_incarnations == 1, "the first incarnation ran OnRecover with site kRestart");
+  Check(restored.ok() && restored->count == kChildCasts && restored->sum == kChildSum,
+        "the restored count is the child's, exactly");
+  Check(final_state.ok() && final_state->count == kTotal && final_state->sum == kTotalSum,
+        "the count is exact across the process restart");
+  Check(stats.dead_letters == 0, "no message was given up after the restart");
+  Check(stopped.ok(), "the restored keeper stops cleanly");
+}
+
+// The counter in this process: casts from two threads, crashes on every 100th message.
+void RunKeeperCrashDemo(keel::Runtime& runtime) {
+  constexpr int kThreads = 2;
+  constexpr int64_t kPerThread = 2500;
+  auto faults = std::make_shared<FlakyCounter::Faults>();
+  const keel::KeeperOptions options = FlakyCounterOptions();
   const auto started = std::chrono::steady_clock::now();
   auto keeper = keel::Keeper<FlakyCounter>::Start(
       runtime, 0, options, [faults] { return std::make_unique<FlakyCounter>(faults); });
@@ -930,7 +1188,7 @@ void RunKeeperDemo(keel::Runtime& runtime) {
               static_cast<long long>(final_state->sum), static_cast<long long>(kExpectedSum));
   std::printf(
       "            %llu crashes, %llu restarts, incarnation %llu, %llu commits, %llu dead "
-      "letters\n\n",
+      "letters\n",
       static_cast<unsigned long long>(stats.crashes),
       static_cast<unsigned long long>(stats.restarts), static_cast<unsigned long long>(stats.epoch),
       static_cast<unsigned long long>(stats.version),
@@ -941,11 +1199,20 @@ void RunKeeperDemo(keel::Runtime& runtime) {
   Check(stats.dead_letters == 0, "no message was given up");
 }
 
+void RunKeeperDemo(keel::Runtime& runtime) {
+  RunKeeperCrashDemo(runtime);
+  RunKeeperRestartDemo(runtime);
+  std::printf("\n");
+}
+
 int main(int argc, char** argv) {
   int seconds = 2;
+  std::optional<std::string> keeper_child;  // hidden: the process the keeper demo kills
   for (int i = 1; i < argc; ++i) {
     if (std::strncmp(argv[i], "--seconds=", 10) == 0) {
       seconds = std::atoi(argv[i] + 10);
+    } else if (std::strncmp(argv[i], "--keeper-child=", 15) == 0 && argv[i][15] != '\0') {
+      keeper_child = argv[i] + 15;
     } else {
       std::fprintf(stderr, "usage: %s [--seconds=N]\n", argv[0]);
       return 2;
@@ -958,6 +1225,7 @@ int main(int argc, char** argv) {
 
   // The refresh outcomes are reported below; keel's own warnings would repeat them.
   keel::SetLogLevel(keel::LogLevel::kError);
+  if (keeper_child.has_value()) return RunKeeperChild(*keeper_child);
   auto created = keel::Runtime::Create({.name = "keel-demo"});
   if (!created.ok()) {
     std::fprintf(stderr, "cannot start the runtime: %s\n", created.status().ToString().c_str());

@@ -4,6 +4,7 @@
 #include "keel/keeper.h"
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -12,11 +13,15 @@
 #include <latch>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <utility>
+#include <variant>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "keel/clock.h"
@@ -27,6 +32,16 @@ namespace {
 
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+
+// Waits (bounded: 10 s) for `pred`.
+bool Eventually(const std::function<bool()>& pred) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!pred()) {
+    if (std::chrono::steady_clock::now() > until) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return true;
+}
 
 // What the test worker does with a message.
 enum class Act {
@@ -149,7 +164,8 @@ class Heard {
   std::vector<T> values_;
 };
 
-class KeeperTest : public ::testing::Test {
+// Every test runs with the worker on its own thread and on the runtime's offload pool.
+class KeeperTest : public ::testing::TestWithParam<Placement> {
  protected:
   void SetUp() override {
     auto runtime = Runtime::Create({.name = "keeper-test", .clock = &clock_});
@@ -157,9 +173,10 @@ class KeeperTest : public ::testing::Test {
     runtime_ = *std::move(runtime);
   }
 
-  static KeeperOptions Options() {
+  KeeperOptions Options() const {
     KeeperOptions o;
     o.name = "counter";
+    o.placement = GetParam();
     o.max_restarts = 3;
     o.restart_window = absl::Seconds(10);
     o.backoff_initial = absl::Milliseconds(100);
@@ -169,7 +186,8 @@ class KeeperTest : public ::testing::Test {
     return o;
   }
 
-  std::unique_ptr<Keeper<Counter>> Start(int64_t start, KeeperOptions options = Options()) {
+  std::unique_ptr<Keeper<Counter>> Start(int64_t start) { return Start(start, Options()); }
+  std::unique_ptr<Keeper<Counter>> Start(int64_t start, KeeperOptions options) {
     auto keeper = Keeper<Counter>::Start(*runtime_, start, std::move(options),
                                          [p = probe_] { return std::make_unique<Counter>(p); });
     EXPECT_TRUE(keeper.ok()) << keeper.status();
@@ -193,7 +211,7 @@ class KeeperTest : public ::testing::Test {
   std::shared_ptr<Probe> probe_ = std::make_shared<Probe>();
 };
 
-TEST_F(KeeperTest, HandlersCommitAndCallsReplyAfterTheCommit) {
+TEST_P(KeeperTest, HandlersCommitAndCallsReplyAfterTheCommit) {
   auto keeper = Start(10);
   ASSERT_TRUE(keeper->Cast({Act::kAdd, 5}).ok());
   ASSERT_TRUE(keeper->Send({Act::kAdd, 1}).ok());
@@ -208,7 +226,7 @@ TEST_F(KeeperTest, HandlersCommitAndCallsReplyAfterTheCommit) {
   EXPECT_EQ(keeper->Stats().handled, 3u);
 }
 
-TEST_F(KeeperTest, ACrashAfterACommitKeepsTheCommitAndTheCrashingMessageIsNotApplied) {
+TEST_P(KeeperTest, ACrashAfterACommitKeepsTheCommitAndTheCrashingMessageIsNotApplied) {
   auto keeper = Start(0);
   ASSERT_TRUE(keeper->Cast({Act::kAdd, 7}).ok());
   ASSERT_TRUE(keeper->Cast({Act::kCrashOnce, 100, /*id=*/1}).ok());  // crashes, then applies
@@ -227,7 +245,7 @@ TEST_F(KeeperTest, ACrashAfterACommitKeepsTheCommitAndTheCrashingMessageIsNotApp
   EXPECT_EQ(probe_->causes[0].what, "transient failure");
 }
 
-TEST_F(KeeperTest, ACrashingCallIsAnErrorForItsCallerAndChangesNothing) {
+TEST_P(KeeperTest, ACrashingCallIsAnErrorForItsCallerAndChangesNothing) {
   auto keeper = Start(3);
   absl::StatusOr<int64_t> crashed = keeper->Call({Act::kCrash, 50}, absl::Seconds(10));
   EXPECT_EQ(crashed.status().code(), absl::StatusCode::kAborted);
@@ -237,7 +255,7 @@ TEST_F(KeeperTest, ACrashingCallIsAnErrorForItsCallerAndChangesNothing) {
   EXPECT_EQ(probe_->instances.load(), 1);  // the crashed incarnation's worker is gone
 }
 
-TEST_F(KeeperTest, APoisonMessageIsDeadLetteredAfterPoisonAfterCrashes) {
+TEST_P(KeeperTest, APoisonMessageIsDeadLetteredAfterPoisonAfterCrashes) {
   Heard<DeadLetter> letters;
   KeeperOptions options = Options();
   options.max_restarts = 10;
@@ -258,7 +276,7 @@ TEST_F(KeeperTest, APoisonMessageIsDeadLetteredAfterPoisonAfterCrashes) {
   EXPECT_THAT(heard[0].last_error, HasSubstr("poison message"));
 }
 
-TEST_F(KeeperTest, ACrashInOnRecoverIsAnotherCrashAndTheNextIncarnationRecovers) {
+TEST_P(KeeperTest, ACrashInOnRecoverIsAnotherCrashAndTheNextIncarnationRecovers) {
   KeeperOptions options = Options();
   options.backoff_initial = absl::ZeroDuration();
   options.backoff_max = absl::ZeroDuration();
@@ -275,7 +293,7 @@ TEST_F(KeeperTest, ACrashInOnRecoverIsAnotherCrashAndTheNextIncarnationRecovers)
   EXPECT_EQ(probe_->causes[1].what, "recovery failed");
 }
 
-TEST_F(KeeperTest, AFailedFirstStartIsRetriedWithTheStartArguments) {
+TEST_P(KeeperTest, AFailedFirstStartIsRetriedWithTheStartArguments) {
   probe_->fail_first_starts = 1;
   auto keeper = Start(5);
   EXPECT_EQ(Read(*keeper), 5);
@@ -284,7 +302,7 @@ TEST_F(KeeperTest, AFailedFirstStartIsRetriedWithTheStartArguments) {
   EXPECT_EQ(keeper->Stats().last_crash->site, CrashSite::kFirstStart);
 }
 
-TEST_F(KeeperTest, RestartsBackOffOnTheClockAndCallersWaitUpToTheirDeadline) {
+TEST_P(KeeperTest, RestartsBackOffOnTheClockAndCallersWaitUpToTheirDeadline) {
   auto keeper = Start(0);
   // First crash: restarted at once. Second, in the same window: after backoff_initial.
   ASSERT_TRUE(keeper->Cast({Act::kCrashOnce, 1, /*id=*/1}).ok());
@@ -302,7 +320,7 @@ TEST_F(KeeperTest, RestartsBackOffOnTheClockAndCallersWaitUpToTheirDeadline) {
   EXPECT_EQ(keeper->Stats().restarts, 2u);
 }
 
-TEST_F(KeeperTest, PastTheRestartIntensityTheWorkerGivesUpAndItsStateStaysReadable) {
+TEST_P(KeeperTest, PastTheRestartIntensityTheWorkerGivesUpAndItsStateStaysReadable) {
   Heard<Termination> ends;
   Heard<Crash> escalated;
   KeeperOptions options = Options();
@@ -349,7 +367,7 @@ absl::Duration SecondBackoff(Keeper<Counter>& keeper, int first_id) {
   }
 }
 
-TEST_F(KeeperTest, TheSameJitterSeedGivesTheSameBackoffs) {
+TEST_P(KeeperTest, TheSameJitterSeedGivesTheSameBackoffs) {
   KeeperOptions options = Options();
   options.backoff_jitter = 0.5;  // the 100 ms backoff is cut to somewhere in (50, 100] ms
   options.jitter_seed = 42;
@@ -365,7 +383,7 @@ TEST_F(KeeperTest, TheSameJitterSeedGivesTheSameBackoffs) {
   EXPECT_EQ(first->Stats().restart_due, std::nullopt);
 }
 
-TEST_F(KeeperTest, GivingUpUnderStopDoesNotEscalate) {
+TEST_P(KeeperTest, GivingUpUnderStopDoesNotEscalate) {
   Heard<Termination> ends;
   std::atomic<int> escalated{0};
   KeeperOptions options = Options();
@@ -381,7 +399,7 @@ TEST_F(KeeperTest, GivingUpUnderStopDoesNotEscalate) {
   EXPECT_EQ(keeper->Stats().phase, KeeperPhase::kGaveUp);
 }
 
-TEST_F(KeeperTest, RestartsOutsideTheWindowDoNotCount) {
+TEST_P(KeeperTest, RestartsOutsideTheWindowDoNotCount) {
   KeeperOptions options = Options();
   options.max_restarts = 1;
   auto keeper = Start(0, options);
@@ -394,7 +412,7 @@ TEST_F(KeeperTest, RestartsOutsideTheWindowDoNotCount) {
   EXPECT_EQ(keeper->Stats().restarts, 3u);
 }
 
-TEST_F(KeeperTest, ACommitFromAnEarlierIncarnationIsRefused) {
+TEST_P(KeeperTest, ACommitFromAnEarlierIncarnationIsRefused) {
   auto keeper = Start(1);
   EXPECT_EQ(keeper->Commit(0, int64_t{5}).code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(Read(*keeper), 1);  // the first incarnation has started
@@ -410,7 +428,7 @@ TEST_F(KeeperTest, ACommitFromAnEarlierIncarnationIsRefused) {
   EXPECT_EQ(keeper->Commit(keeper->epoch(), kUnchanged).code(), absl::StatusCode::kInvalidArgument);
 }
 
-TEST_F(KeeperTest, ACommitDuringABackoffIsRefusedAndOnRecoverSeesTheLastGoodState) {
+TEST_P(KeeperTest, ACommitDuringABackoffIsRefusedAndOnRecoverSeesTheLastGoodState) {
   auto keeper = Start(1);
   ASSERT_TRUE(keeper->Cast({Act::kCrashOnce, 0, /*id=*/1}).ok());
   EXPECT_EQ(Read(*keeper), 1);  // first restart: at once
@@ -424,7 +442,7 @@ TEST_F(KeeperTest, ACommitDuringABackoffIsRefusedAndOnRecoverSeesTheLastGoodStat
   EXPECT_EQ(Read(*keeper), 1);
 }
 
-TEST_F(KeeperTest, StopDuringABackoffRestartsAtOnceAndHandlesWhatIsQueued) {
+TEST_P(KeeperTest, StopDuringABackoffRestartsAtOnceAndHandlesWhatIsQueued) {
   auto keeper = Start(0);
   ASSERT_TRUE(keeper->Cast({Act::kCrashOnce, 1, /*id=*/1}).ok());
   EXPECT_EQ(Read(*keeper), 1);
@@ -434,7 +452,7 @@ TEST_F(KeeperTest, StopDuringABackoffRestartsAtOnceAndHandlesWhatIsQueued) {
   EXPECT_EQ(*keeper->state().state, 7);
 }
 
-TEST_F(KeeperTest, GivingUpFailsQueuedCallsAndDeadLettersQueuedMessages) {
+TEST_P(KeeperTest, GivingUpFailsQueuedCallsAndDeadLettersQueuedMessages) {
   Heard<DeadLetter> letters;
   KeeperOptions options = Options();
   options.max_restarts = 0;  // the first crash gives up
@@ -464,7 +482,7 @@ TEST_F(KeeperTest, GivingUpFailsQueuedCallsAndDeadLettersQueuedMessages) {
   EXPECT_EQ(*keeper->state().state, 1);
 }
 
-TEST_F(KeeperTest, ARuntimeShutdownDuringABackoffDoesNotStrandTheWorker) {
+TEST_P(KeeperTest, ARuntimeShutdownDuringABackoffDoesNotStrandTheWorker) {
   Heard<Termination> ends;
   auto keeper = Start(0);
   keeper->OnTerminate([&](const Termination& t) { ends.Add(t); });
@@ -478,7 +496,7 @@ TEST_F(KeeperTest, ARuntimeShutdownDuringABackoffDoesNotStrandTheWorker) {
   EXPECT_EQ(ends.WaitFor([](const auto& v) { return !v.empty(); }).size(), 1u);
 }
 
-TEST_F(KeeperTest, AListenerMayRemoveItself) {
+TEST_P(KeeperTest, AListenerMayRemoveItself) {
   Heard<int64_t> values;
   auto keeper = Start(0);
   EXPECT_EQ(Read(*keeper), 0);  // the first state is committed: the next commit is the cast's
@@ -498,7 +516,7 @@ TEST_F(KeeperTest, AListenerMayRemoveItself) {
   EXPECT_EQ(heard.size(), 1u);
 }
 
-TEST_F(KeeperTest, APoisonPlainMessageIsDeadLetteredToo) {
+TEST_P(KeeperTest, APoisonPlainMessageIsDeadLetteredToo) {
   KeeperOptions options = Options();
   options.backoff_initial = absl::ZeroDuration();
   options.backoff_max = absl::ZeroDuration();
@@ -510,7 +528,7 @@ TEST_F(KeeperTest, APoisonPlainMessageIsDeadLetteredToo) {
   EXPECT_EQ(keeper->Stats().crashes, 2u);
 }
 
-TEST_F(KeeperTest, ListenersHearCommitsInOrderAndNothingForUnchangedStates) {
+TEST_P(KeeperTest, ListenersHearCommitsInOrderAndNothingForUnchangedStates) {
   Heard<int64_t> values;
   auto keeper = Start(0);
   // Listeners run in registration order: the throwing one first, then the one that records.
@@ -529,7 +547,7 @@ TEST_F(KeeperTest, ListenersHearCommitsInOrderAndNothingForUnchangedStates) {
   EXPECT_GE(keeper->Stats().listener_failures, 1u);
 }
 
-TEST_F(KeeperTest, ASlowListenerDoesNotSlowTheWorker) {
+TEST_P(KeeperTest, ASlowListenerDoesNotSlowTheWorker) {
   std::latch release(1);
   auto keeper = Start(0);
   keeper->OnStateChange([&](const Committed<int64_t>&) { release.wait(); });
@@ -538,7 +556,7 @@ TEST_F(KeeperTest, ASlowListenerDoesNotSlowTheWorker) {
   release.count_down();
 }
 
-TEST_F(KeeperTest, StopHandlesWhatIsQueuedThenRefusesMessages) {
+TEST_P(KeeperTest, StopHandlesWhatIsQueuedThenRefusesMessages) {
   Heard<Termination> ends;
   auto keeper = Start(0);
   keeper->OnTerminate([&](const Termination& t) { ends.Add(t); });
@@ -554,7 +572,7 @@ TEST_F(KeeperTest, StopHandlesWhatIsQueuedThenRefusesMessages) {
   EXPECT_EQ(probe_->instances.load(), 0);
 }
 
-TEST_F(KeeperTest, CallersDuringABusyHandlerWaitAndAreAnsweredInOrder) {
+TEST_P(KeeperTest, CallersDuringABusyHandlerWaitAndAreAnsweredInOrder) {
   // Calls queued behind a handler that blocks are answered once it returns, in order.
   auto keeper = Start(0);
   ASSERT_TRUE(keeper->Cast({Act::kWaitForGate, 1}).ok());
@@ -593,8 +611,8 @@ struct SelfCaller {
   CallOutcome<State, Reply> HandleCall(const State& s, const int&) { return {kUnchanged, s}; }
 };
 
-TEST_F(KeeperTest, ACallFromTheWorkersOwnThreadIsRefused) {
-  auto keeper = Keeper<SelfCaller>::Start(*runtime_, 0);
+TEST_P(KeeperTest, ACallFromTheWorkersOwnThreadIsRefused) {
+  auto keeper = Keeper<SelfCaller>::Start(*runtime_, 0, Options());
   ASSERT_TRUE(keeper.ok());
   SelfCaller::self = keeper->get();
   ASSERT_TRUE((*keeper)->Cast(0).ok());
@@ -640,7 +658,7 @@ struct Indexed {
   std::unique_ptr<Index> tables;
 };
 
-TEST_F(KeeperTest, OwnedTablesSurviveACrashWithoutACopyAndKeepTheCrashedHandlersWrites) {
+TEST_P(KeeperTest, OwnedTablesSurviveACrashWithoutACopyAndKeepTheCrashedHandlersWrites) {
   KeeperOptions options = Options();
   options.poison_after = 1;  // the crashing message is not delivered again
   auto keeper = Keeper<Indexed>::Start(*runtime_, 0, options);
@@ -658,7 +676,7 @@ TEST_F(KeeperTest, OwnedTablesSurviveACrashWithoutACopyAndKeepTheCrashedHandlers
   EXPECT_EQ(after->index, before->index);  // the same table, handed over by pointer
 }
 
-TEST_F(KeeperTest, BadOptionsAreRefusedSayingWhatWasExpected) {
+TEST_P(KeeperTest, BadOptionsAreRefusedSayingWhatWasExpected) {
   auto expect_invalid = [&](KeeperOptions o, const char* what) {
     auto keeper = Keeper<Counter>::Start(*runtime_, 0, o,
                                          [p = probe_] { return std::make_unique<Counter>(p); });
@@ -683,7 +701,223 @@ TEST_F(KeeperTest, BadOptionsAreRefusedSayingWhatWasExpected) {
   o = Options();
   o.on_give_up = GiveUp::kEscalate;
   expect_invalid(o, "escalate");
+  o = Options();
+  o.executor_batch = 0;
+  expect_invalid(o, "executor_batch");
 }
+
+// Where handlers run: never on the control thread; on the pool only under kExecutor.
+struct Whereabouts {
+  using State = int;
+  using Args = Runtime*;
+  using CastMsg = int;
+  using CallMsg = int;
+  struct Reply {
+    bool on_pool = false;
+    bool on_control = false;
+  };
+  Runtime* runtime = nullptr;
+  State OnFirstStart(const Args& rt) {
+    runtime = rt;
+    return 0;
+  }
+  Next<State> OnRecover(const State&, const Crash&) { return kUnchanged; }
+  Next<State> HandleCast(const State& s, const int& n) { return s + n; }
+  CallOutcome<State, Reply> HandleCall(const State&, const int&) {
+    return {kUnchanged, Reply{runtime->InOffloadPool(), runtime->InControlThread()}};
+  }
+};
+
+TEST_P(KeeperTest, HandlersRunWhereThePlacementSaysAndNeverOnTheControlThread) {
+  auto keeper = Keeper<Whereabouts>::Start(*runtime_, runtime_.get(), Options());
+  ASSERT_TRUE(keeper.ok()) << keeper.status();
+  absl::StatusOr<Whereabouts::Reply> where = (*keeper)->Call(0, absl::Seconds(10));
+  ASSERT_TRUE(where.ok()) << where.status();
+  EXPECT_FALSE(where->on_control);
+  EXPECT_EQ(where->on_pool, GetParam() == Placement::kExecutor);
+}
+
+// Many workers on one two-thread pool: no thread each, and every count exact.
+TEST_P(KeeperTest, ManyWorkersShareThePoolWithoutLosingAMessage) {
+  constexpr int kWorkers = 40;
+  constexpr int kCasts = 200;
+  std::vector<std::unique_ptr<Keeper<Counter>>> keepers;
+  KeeperOptions options = Options();
+  options.executor_batch = 8;  // turns yield often: workers interleave on the pool
+  for (int i = 0; i < kWorkers; ++i) keepers.push_back(Start(i, options));
+  for (int c = 1; c <= kCasts; ++c) {
+    for (auto& k : keepers) ASSERT_TRUE(k->Cast({Act::kAdd, c}).ok());
+  }
+  for (int i = 0; i < kWorkers; ++i) {
+    EXPECT_EQ(Read(*keepers[i]), i + kCasts * (kCasts + 1) / 2) << "worker " << i;
+  }
+}
+
+// A worker that checks the order of every message: each sender numbers its casts 1, 2, ...
+// and the state records, per sender, the last number seen and any that came out of order.
+// Every 500th message crashes its first delivery (a restart, and a redelivery, mid-transfer).
+struct Sequencer {
+  struct State {
+    std::array<int64_t, 2> last{};
+    int64_t count = 0;
+    int64_t disorder = 0;
+  };
+  struct Msg {
+    int sender = 0;
+    int64_t seq = 0;
+  };
+  using Args = int;
+  using CastMsg = Msg;
+  using CallMsg = std::monostate;
+  using Reply = State;
+  static inline std::mutex mu;
+  static inline std::set<std::pair<int, int64_t>> crashed;
+  State OnFirstStart(const Args&) { return State{}; }
+  Next<State> OnRecover(const State&, const Crash&) { return kUnchanged; }
+  Next<State> HandleCast(const State& s, const Msg& m) {
+    if (m.seq % 500 == 0) {
+      std::lock_guard<std::mutex> lock(mu);
+      if (crashed.insert({m.sender, m.seq}).second) throw std::runtime_error("first delivery");
+    }
+    State next = s;
+    if (m.seq != s.last[m.sender] + 1) ++next.disorder;
+    next.last[m.sender] = m.seq;
+    ++next.count;
+    return next;
+  }
+  CallOutcome<State, Reply> HandleCall(const State& s, const std::monostate&) {
+    return {kUnchanged, s};
+  }
+};
+
+// Property checked here: moving a worker from runtime to runtime while two threads cast to it
+// loses, repeats and reorders nothing, and leaves nothing on the runtime it left (each one is
+// shut down and destroyed right after the move). Bounded: 2 x 20000 casts, 6 moves.
+TEST_P(KeeperTest, TransferUnderLoadLosesDuplicatesAndReordersNothing) {
+  constexpr int64_t kPerSender = 20000;
+  constexpr int kMoves = 6;
+  {
+    std::lock_guard<std::mutex> lock(Sequencer::mu);
+    Sequencer::crashed.clear();
+  }
+  auto first = Runtime::Create({.name = "transfer-0"});
+  ASSERT_TRUE(first.ok()) << first.status();
+  std::unique_ptr<Runtime> home = std::move(*first);
+  KeeperOptions options = Options();
+  options.max_restarts = 1000;
+  options.backoff_initial = absl::Microseconds(100);
+  options.backoff_max = absl::Milliseconds(1);
+  auto keeper = Keeper<Sequencer>::Start(*home, 0, options);
+  ASSERT_TRUE(keeper.ok()) << keeper.status();
+  std::atomic<int64_t> sent[2] = {0, 0};
+  std::vector<std::thread> senders;
+  for (int sender = 0; sender < 2; ++sender) {
+    senders.emplace_back([&, sender] {
+      for (int64_t seq = 1; seq <= kPerSender; ++seq) {
+        if (!(*keeper)->Cast({sender, seq}).ok()) return;
+        sent[sender] = seq;
+        if (seq % 64 == 0) std::this_thread::yield();
+      }
+    });
+  }
+  int moves = 0;
+  for (int i = 1; i <= kMoves; ++i) {
+    // Spread the moves over the load: wait (bounded) until more has been sent.
+    const int64_t target = kPerSender * i / (kMoves + 1);
+    for (int spin = 0; spin < 10000 && sent[0] + sent[1] < 2 * target; ++spin) {
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
+    auto next = Runtime::Create({.name = absl::StrCat("transfer-", i)});
+    ASSERT_TRUE(next.ok()) << next.status();
+    ASSERT_TRUE((*keeper)->TransferTo(**next, absl::Seconds(10)).ok());
+    ++moves;
+    ASSERT_TRUE(home->Shutdown().ok());
+    home = std::move(*next);  // the previous runtime is destroyed here
+  }
+  for (std::thread& t : senders) t.join();
+  absl::StatusOr<Sequencer::State> end = (*keeper)->Call({}, absl::Seconds(30));
+  ASSERT_TRUE(end.ok()) << end.status();
+  EXPECT_EQ(sent[0].load(), kPerSender);
+  EXPECT_EQ(sent[1].load(), kPerSender);
+  EXPECT_EQ(end->count, 2 * kPerSender) << "lost or repeated messages";
+  EXPECT_EQ(end->last[0], kPerSender);
+  EXPECT_EQ(end->last[1], kPerSender);
+  EXPECT_EQ(end->disorder, 0) << "messages out of order";
+  KeeperStats stats = (*keeper)->Stats();
+  EXPECT_EQ(stats.dead_letters, 0u);
+  EXPECT_EQ(stats.crashes, static_cast<uint64_t>(2 * kPerSender / 500));
+  EXPECT_EQ(moves, kMoves);
+  ASSERT_TRUE((*keeper)->Stop().ok());
+  keeper->reset();  // before `home`, which it was moved to last
+}
+
+TEST_P(KeeperTest, ATransferDuringABackoffKeepsTheTimeItHadLeft) {
+  ManualClock other_clock;
+  other_clock.Advance(absl::Hours(5));  // another clock entirely
+  auto other = Runtime::Create({.name = "keeper-test-2", .clock = &other_clock});
+  ASSERT_TRUE(other.ok()) << other.status();
+  auto keeper = Start(0);
+  ASSERT_TRUE(keeper->Cast({Act::kCrashOnce, 1, 1}).ok());  // a first restart: no backoff
+  EXPECT_EQ(Read(*keeper), 1);
+  ASSERT_TRUE(keeper->Cast({Act::kCrashOnce, 1, 2}).ok());  // a second: backs off 100 ms
+  ASSERT_TRUE(Eventually([&] { return keeper->Stats().restart_due.has_value(); }));
+  Advance(absl::Milliseconds(40));
+  ASSERT_TRUE(keeper->TransferTo(**other, absl::Seconds(10)).ok());
+  // 60 ms left, now on the other clock; the first clock no longer matters.
+  EXPECT_EQ(keeper->Stats().restart_due, AddDuration(other_clock.Now(), absl::Milliseconds(60)));
+  Advance(absl::Seconds(10));
+  EXPECT_EQ(keeper->Stats().phase, KeeperPhase::kRestarting);
+  other_clock.Advance(absl::Milliseconds(59));
+  ASSERT_TRUE((*other)->Sync(absl::Seconds(10)).ok());
+  EXPECT_EQ(keeper->Stats().phase, KeeperPhase::kRestarting);
+  other_clock.Advance(absl::Milliseconds(1));
+  ASSERT_TRUE((*other)->Sync(absl::Seconds(10)).ok());
+  EXPECT_EQ(Read(*keeper), 2);
+  ASSERT_TRUE(keeper->Stop().ok());
+  keeper.reset();
+}
+
+// A worker that tries to move itself (refused: it would wait for its own turn).
+struct Mover {
+  using State = int;
+  using Args = Runtime*;
+  using CastMsg = int;
+  using CallMsg = int;
+  using Reply = int;
+  static inline Keeper<Mover>* self = nullptr;
+  static inline absl::Status seen;
+  Runtime* target = nullptr;
+  State OnFirstStart(const Args& t) {
+    target = t;
+    return 0;
+  }
+  Next<State> OnRecover(const State&, const Crash&) { return kUnchanged; }
+  Next<State> HandleCast(const State& s, const int&) {
+    seen = self->TransferTo(*target);
+    return s + 1;
+  }
+  CallOutcome<State, Reply> HandleCall(const State& s, const int&) { return {kUnchanged, s}; }
+};
+
+TEST_P(KeeperTest, ATransferFromTheWorkersOwnCodeOrToTheSameRuntime) {
+  auto keeper = Start(0);
+  EXPECT_TRUE(keeper->TransferTo(*runtime_).ok()) << "a move to where it is changes nothing";
+  auto other = Runtime::Create({.name = "keeper-test-2"});
+  ASSERT_TRUE(other.ok()) << other.status();
+  auto mover = Keeper<Mover>::Start(*runtime_, other->get(), Options());
+  ASSERT_TRUE(mover.ok()) << mover.status();
+  Mover::self = mover->get();
+  ASSERT_TRUE((*mover)->Cast(0).ok());
+  ASSERT_TRUE((*mover)->Call(0, absl::Seconds(10)).ok());
+  EXPECT_EQ(Mover::seen.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(Mover::seen.message(), HasSubstr("own code"));
+}
+
+INSTANTIATE_TEST_SUITE_P(Placements, KeeperTest,
+                         ::testing::Values(Placement::kOwnThread, Placement::kExecutor),
+                         [](const ::testing::TestParamInfo<Placement>& info) {
+                           return info.param == Placement::kOwnThread ? "OwnThread" : "Executor";
+                         });
 
 }  // namespace
 }  // namespace keel

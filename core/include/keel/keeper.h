@@ -458,6 +458,23 @@ class Keeper {
     std::erase_if(termination_listeners_, [id](const auto& l) { return l.id == id; });
   }
 
+  // Moves the worker to `target`, another runtime (or the same: nothing happens): from then
+  // on its backoff timers, listeners, snapshot saves and, on an executor, its turns run on
+  // `target`; the mailbox moves with the keeper, so no message is lost, repeated or
+  // reordered, and senders need not pause. Returns once nothing of the keeper runs or is
+  // queued on the previous runtime, which may then be shut down. A backoff in progress keeps
+  // the time it had left, on target's clock. DeadlineExceeded when work on the previous
+  // runtime (a slow listener or save) outlasts `timeout` (real time; the move itself is
+  // done); FailedPrecondition from the worker's own handlers or this keeper's listeners
+  // (either would wait for itself).
+  absl::Status TransferTo(Runtime& target, absl::Duration timeout = absl::InfiniteDuration()) {
+    if (dispatching_ == this) {
+      return absl::FailedPreconditionError(
+          "Keeper::TransferTo from one of its own listeners would wait for itself");
+    }
+    return engine_->TransferTo(target, timeout);
+  }
+
   // Refuses new messages, lets the worker handle what is queued (a backoff in progress ends
   // at once), and joins the worker thread; DeadlineExceeded after `timeout` (real time; the
   // worker goes on stopping). FailedPrecondition from the worker's own thread.

@@ -74,9 +74,24 @@ enum class GiveUp {
   kEscalate,  // the same, and tell the `escalate` hook (the parent)
 };
 
+// Where a worker's handlers (and hooks) run. Never on the runtime's control thread: a slow
+// handler must not delay timers, fetches or heartbeats.
+enum class Placement {
+  // A thread of the worker's own, blocked while the mailbox is empty. The lowest latency.
+  kOwnThread,
+  // Turns on the runtime's offload pool: no thread per worker. A turn handles up to
+  // executor_batch messages, then yields the pool thread to other jobs (the next turn is
+  // queued behind them). Handlers then share the pool with listeners, saves and other offload
+  // jobs: a handler that blocks holds a pool thread.
+  kExecutor,
+};
+
 struct KeeperOptions {
   // Names the worker in logs, errors and telemetry.
   std::string name = "keeper";
+  Placement placement = Placement::kOwnThread;
+  // With kExecutor: the most messages one turn handles, >= 1.
+  int executor_batch = 64;
   // Restart intensity: more than max_restarts restarts within restart_window make the worker
   // give up (on_give_up). max_restarts >= 0; the window > 0.
   int max_restarts = 5;
@@ -192,6 +207,16 @@ class KeeperEngine {
                                                              Restored restored);
   // Close().
   ~KeeperEngine();
+  // Moves the engine to `target`: from the call on, its timers (backoff), listener and
+  // snapshot jobs and, with kExecutor, its turns run on `target`; returns once nothing of the
+  // engine runs on the previous runtime or is queued there (so that runtime may be shut down).
+  // The mailbox is the engine's own: no message is lost, repeated or reordered. A backoff in
+  // progress keeps its remaining time, and the restart window its recent restarts, on
+  // target's clock. DeadlineExceeded when jobs on the previous runtime are still running
+  // after `timeout` (real time; the move itself is done). FailedPrecondition from the
+  // worker's own code. Thread-safe; concurrent transfers are serialised.
+  absl::Status TransferTo(Runtime& target, absl::Duration timeout = absl::InfiniteDuration());
+
   // Stops (as Stop with no timeout), waits for the listeners' dispatch to end (the
   // termination notice included), and lets no listener run again. Idempotent.
   void Close();
