@@ -128,9 +128,12 @@ keel::KeeperOptions BenchOptions(const char* name) {
 }
 
 template <class W>
-std::unique_ptr<keel::Keeper<W>> StartKeeper(typename W::Args args, const char* name,
-                                             typename keel::Keeper<W>::Factory make = nullptr) {
-  auto keeper = keel::Keeper<W>::Start(*runtime, std::move(args), BenchOptions(name), make);
+std::unique_ptr<keel::Keeper<W>> StartKeeper(
+    typename W::Args args, const char* name, typename keel::Keeper<W>::Factory make = nullptr,
+    keel::Placement placement = keel::Placement::kOwnThread) {
+  keel::KeeperOptions options = BenchOptions(name);
+  options.placement = placement;
+  auto keeper = keel::Keeper<W>::Start(*runtime, std::move(args), std::move(options), make);
   if (!keeper.ok()) {
     std::fprintf(stderr, "keeper_bench: cannot start keeper %s: %s\n", name,
                  keeper.status().ToString().c_str());
@@ -346,6 +349,8 @@ class PlainWorker {
 };
 
 keel::Keeper<Tally>* tally = nullptr;  // created in main()
+// The same worker as turns on the runtime's offload pool (Placement::kExecutor).
+keel::Keeper<Tally>* pooled_tally = nullptr;  // created in main()
 PlainWorker* plain_worker = nullptr;   // created in main()
 
 // What the whole process has used so far: CPU time (all threads) and voluntary context
@@ -384,10 +389,10 @@ class UsagePerCall {
   const ProcessUsage start_;
 };
 
-void KeeperCallRow(benchmark::State& state, int64_t add) {
+void KeeperCallRow(benchmark::State& state, int64_t add, keel::Keeper<Tally>* keeper = tally) {
   const UsagePerCall usage(state);
   for (auto _ : state) {
-    absl::StatusOr<int64_t> count = tally->Call(add, kCallTimeout);
+    absl::StatusOr<int64_t> count = keeper->Call(add, kCallTimeout);
     if (!count.ok()) {
       state.SkipWithError(count.status().ToString().c_str());
       break;
@@ -410,11 +415,13 @@ void PlainCallRow(benchmark::State& state, int64_t add) {
 
 void BM_Keeper_Call(benchmark::State& state) { KeeperCallRow(state, 1); }
 void BM_PlainWorker_Call(benchmark::State& state) { PlainCallRow(state, 1); }
+void BM_KeeperOnPool_Call(benchmark::State& state) { KeeperCallRow(state, 1, pooled_tally); }
 void BM_Keeper_CallRead(benchmark::State& state) { KeeperCallRow(state, 0); }
 void BM_PlainWorker_CallRead(benchmark::State& state) { PlainCallRow(state, 0); }
 
 BENCHMARK(BM_Keeper_Call)->Threads(1)->Threads(2)->UseRealTime();
 BENCHMARK(BM_PlainWorker_Call)->Threads(1)->Threads(2)->UseRealTime();
+BENCHMARK(BM_KeeperOnPool_Call)->Threads(1)->Threads(2)->UseRealTime();
 BENCHMARK(BM_Keeper_CallRead)->Threads(1)->Threads(2)->UseRealTime();
 BENCHMARK(BM_PlainWorker_CallRead)->Threads(1)->Threads(2)->UseRealTime();
 
@@ -528,6 +535,8 @@ int main(int argc, char** argv) {
   blobs = owned_blobs.get();
   auto owned_tally = StartKeeper<Tally>(0, "tally");
   tally = owned_tally.get();
+  auto owned_pooled = StartKeeper<Tally>(0, "pooled-tally", nullptr, keel::Placement::kExecutor);
+  pooled_tally = owned_pooled.get();
   auto owned_plain = std::make_unique<PlainWorker>();
   plain_worker = owned_plain.get();
 
@@ -538,6 +547,8 @@ int main(int argc, char** argv) {
   owned_plain.reset();
   tally = nullptr;
   owned_tally.reset();  // before the runtime
+  pooled_tally = nullptr;
+  owned_pooled.reset();
   blobs = nullptr;
   owned_blobs.reset();
   runtime = nullptr;
