@@ -80,6 +80,8 @@ void LogKeeperWarning(const std::string& message) { Log().warn("{}", message); }
 namespace {
 // The engine whose worker code runs on this thread (its own thread, or a turn on the pool).
 thread_local const void* running_worker = nullptr;
+// The engine whose listeners and hooks this thread is dispatching.
+thread_local const void* running_dispatch = nullptr;
 
 struct RunningWorker {
   explicit RunningWorker(const void* engine) : previous(std::exchange(running_worker, engine)) {}
@@ -160,6 +162,16 @@ struct KeeperEngine::Shared : std::enable_shared_from_this<KeeperEngine::Shared>
   mutable SpinLock home_mu;
   std::shared_ptr<Home> home ABSL_GUARDED_BY(home_mu);
   std::mutex transfer_mu;  // serialises TransferTo
+  // Whether waiting for the worker's end here could wait for this very thread: a job on the
+  // home's offload pool, when turns or saves run there too.
+  bool MightWaitForItself() {
+    {
+      MutexLock lock(&mu);
+      if (worker_done) return false;
+    }
+    HomeUse use = Use();
+    return use.runtime().InOffloadPool() && (executor() || static_cast<bool>(hooks.save));
+  }
   // A use of the current home, for a call into its runtime or a job queued there.
   HomeUse Use() {
     SpinLockHolder lock(&home_mu);
@@ -298,8 +310,8 @@ struct KeeperEngine::Shared : std::enable_shared_from_this<KeeperEngine::Shared>
           break;
       }
     }
-    SaveAfterTurn();
     PostTurn();  // more may be queued: yield the pool thread and come back behind other jobs
+    SaveAfterTurn();  // meanwhile (saves are serialised among themselves, not with turns)
   }
 
   // kExecutor: queues the turn that turn_scheduled announced.
@@ -334,7 +346,7 @@ struct KeeperEngine::Shared : std::enable_shared_from_this<KeeperEngine::Shared>
     }
     {
       MutexLock lock(&mu);
-      if (worker_done) return;
+      if (worker_done || !executor()) return;  // ended, or already on its own thread
       on_pool.store(false, std::memory_order_release);  // Post and Wake now wake the thread
       turn_scheduled = false;
     }
@@ -356,10 +368,9 @@ struct KeeperEngine::Shared : std::enable_shared_from_this<KeeperEngine::Shared>
   // Something the worker may act on happened (a backoff ended, a stop was asked for).
   void Wake() {
     cv.NotifyAll();
-    if (!executor()) return;
     {
-      MutexLock lock(&mu);
-      if (turn_scheduled || worker_done) return;
+      MutexLock lock(&mu);  // on_pool changes only under mu
+      if (!executor() || turn_scheduled || worker_done) return;
       turn_scheduled = true;
     }
     PostTurn();
@@ -474,7 +485,6 @@ struct KeeperEngine::Shared : std::enable_shared_from_this<KeeperEngine::Shared>
     }
     crash.site = site;
     crash.what = WhatOf(error);
-    crash.at = Use().runtime().Now();
     Log().warn("keeper '{}': incarnation {} crashed in {}: {}", options.name, crash.epoch,
                SiteName(site), crash.what);
     EndIncarnation();
@@ -487,6 +497,9 @@ struct KeeperEngine::Shared : std::enable_shared_from_this<KeeperEngine::Shared>
     const bool has_committed = HasCommitted();
     {
       MutexLock lock(&mu);
+      // Read under mu: TransferTo moves the home and the restart bookkeeping to another
+      // clock under mu too, so these instants are all on one clock.
+      crash.at = Use().runtime().Now();
       ++crashes;
       last_crash = crash;
       if (message.has_value()) {
@@ -527,7 +540,7 @@ struct KeeperEngine::Shared : std::enable_shared_from_this<KeeperEngine::Shared>
         }
       }
     }
-    if (delay > absl::ZeroDuration() && !gave_up) ArmBackoff(AddDuration(crash.at, delay));
+    if (delay > absl::ZeroDuration() && !gave_up) ArmBackoff();
     if (fail_call) {
       std::move(fail_call)(absl::AbortedError(absl::StrCat(
           "keeper '", options.name, "': the worker crashed handling this call (", crash.what,
@@ -578,14 +591,19 @@ struct KeeperEngine::Shared : std::enable_shared_from_this<KeeperEngine::Shared>
   // Schedules the end of the backoff in progress at `due`, on the current home's clock. The
   // timer resumes only the backoff it was armed for (its id): one that was cancelled or
   // replaced (Stop, TransferTo) resumes nothing.
-  void ArmBackoff(Instant due) {
-    HomeUse use = Use();
+  void ArmBackoff() {
+    std::optional<HomeUse> held;
+    Instant due;
     uint64_t id;
     {
+      // The id, the due instant and the home together, under mu (as TransferTo moves them).
       MutexLock lock(&mu);
-      if (!paused) return;  // stopped meanwhile
+      if (!paused || !restart_due.has_value()) return;  // stopped or resumed meanwhile
       id = ++backoff_id;
+      due = *restart_due;
+      held.emplace(Use());
     }
+    HomeUse use = std::move(*held);
     // The guard resumes the worker when the timer runs, and also when the runtime drops it
     // unrun (a shutdown) or refuses it: a worker is never left paused for good. Scheduled
     // with no lock held (Resume takes `mu`).
@@ -606,13 +624,13 @@ struct KeeperEngine::Shared : std::enable_shared_from_this<KeeperEngine::Shared>
     bool superseded;
     {
       MutexLock lock(&mu);
-      superseded = id != backoff_id;
+      superseded = id != backoff_id || !paused;  // re-armed elsewhere, or already resumed
       if (!superseded) {
         backoff_timer = *timer;
         backoff_home = use.home();
       }
     }
-    if (superseded) use.runtime().Cancel(*timer);  // a transfer re-armed it elsewhere
+    if (superseded) use.runtime().Cancel(*timer);  // a no-op if it ran
   }
 
   void Resume(uint64_t id) {
@@ -830,6 +848,11 @@ struct KeeperEngine::Shared : std::enable_shared_from_this<KeeperEngine::Shared>
         if (!ended) self->EndDispatch();
       }
     } end_guard{this};
+    struct Dispatching {
+      explicit Dispatching(const void* e) : previous(std::exchange(running_dispatch, e)) {}
+      ~Dispatching() { running_dispatch = previous; }
+      const void* previous;
+    } dispatching(this);
     for (;;) {
       {
         MutexLock lock(&dispatch_mu);
@@ -947,6 +970,15 @@ void KeeperEngine::Close() {
                    s.options.name);
     std::abort();
   }
+  if (s.MightWaitForItself()) {
+    // Stop would wait for a turn or a save queued behind this very job; not stopping would
+    // free what the worker runs on.
+    Log().critical(
+        "keeper '{}' was destroyed (or closed) from a job on its runtime's offload pool while "
+        "its worker runs there; stop it elsewhere first",
+        s.options.name);
+    std::abort();
+  }
   (void)Stop();
   {
     MutexLock lock(&s.dispatch_mu);
@@ -1059,34 +1091,46 @@ absl::Status KeeperEngine::TransferTo(Runtime& target, absl::Duration timeout) {
     return absl::FailedPreconditionError(
         absl::StrCat("keeper '", s.options.name, "': TransferTo from the worker's own code"));
   }
+  if (running_dispatch == &s) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "keeper '", s.options.name, "': TransferTo from its own listener or hook would wait "
+        "for itself"));
+  }
+  if (s.Use().runtime().InOffloadPool()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "keeper '", s.options.name, "': TransferTo from a job on its runtime's offload pool "
+        "could wait for its own thread"));
+  }
   std::lock_guard<std::mutex> serial(s.transfer_mu);
   std::shared_ptr<Home> old;
-  {
-    SpinLockHolder lock(&s.home_mu);
-    if (&s.home->runtime == &target) return absl::OkStatus();
-    old = std::exchange(s.home, std::make_shared<Home>(target));
-  }
-  // From here, every new job and timer goes to `target`. The restart bookkeeping moves to
-  // target's clock; a pending backoff is re-armed there with the time it had left.
-  const absl::Duration shift = Elapsed(old->runtime.Now(), target.Now());
+  std::optional<HomeUse> timer_use;
   std::optional<TimerHandle> old_timer;
-  std::shared_ptr<Home> timer_home;
-  std::optional<Instant> due;
+  bool rearm = false;
   {
+    // From here, every new job and timer goes to `target`. The restart bookkeeping moves to
+    // target's clock in the same step (under mu, as OnCrash reads the clock); a pending
+    // backoff is re-armed there with the time it had left.
     MutexLock lock(&s.mu);
+    {
+      SpinLockHolder home_lock(&s.home_mu);
+      if (&s.home->runtime == &target) return absl::OkStatus();
+      old = std::exchange(s.home, std::make_shared<Home>(target));
+    }
+    const absl::Duration shift = Elapsed(old->runtime.Now(), target.Now());
     for (Instant& t : s.recent_restarts) t = AddDuration(t, shift);
     if (s.paused && s.restart_due.has_value()) {
       s.restart_due = AddDuration(*s.restart_due, shift);
-      due = s.restart_due;
+      rearm = true;
       ++s.backoff_id;  // the old timer resumes nothing
       old_timer = std::move(s.backoff_timer);
       s.backoff_timer.reset();
-      timer_home = std::move(s.backoff_home);
+      if (s.backoff_home != nullptr) timer_use.emplace(std::move(s.backoff_home));
+      s.backoff_home.reset();
     }
   }
-  if (old_timer.has_value() && timer_home != nullptr) timer_home->runtime.Cancel(*old_timer);
-  timer_home.reset();
-  if (due.has_value()) s.ArmBackoff(*due);
+  if (old_timer.has_value() && timer_use.has_value()) timer_use->runtime().Cancel(*old_timer);
+  timer_use.reset();
+  if (rearm) s.ArmBackoff();
   // Jobs already queued or running on the old runtime finish there (a turn re-queues itself
   // on the new one); wait for them.
   MutexLock lock(&old->mu);
@@ -1115,8 +1159,13 @@ absl::Status KeeperEngine::Stop(absl::Duration timeout) {
     return absl::FailedPreconditionError(
         absl::StrCat("keeper '", s.options.name, "': Stop from the worker's own thread"));
   }
+  if (s.MightWaitForItself()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "keeper '", s.options.name, "': Stop from a job on its runtime's offload pool could "
+        "wait for its own thread (the worker's turns or snapshot saves run there)"));
+  }
   std::optional<TimerHandle> timer;
-  std::shared_ptr<Home> timer_home;
+  std::optional<HomeUse> timer_use;  // taken under mu: the home cannot be left meanwhile
   {
     MutexLock lock(&s.mu);
     s.accepting = false;
@@ -1126,13 +1175,12 @@ absl::Status KeeperEngine::Stop(absl::Duration timeout) {
       ++s.backoff_id;  // the cancelled timer resumes nothing
       timer = std::move(s.backoff_timer);
       s.backoff_timer.reset();
-      timer_home = std::move(s.backoff_home);
+      if (s.backoff_home != nullptr) timer_use.emplace(std::move(s.backoff_home));
+      s.backoff_home.reset();
     }
   }
-  if (timer.has_value() && timer_home != nullptr) {
-    HomeUse use(std::move(timer_home));
-    use.runtime().Cancel(*timer);
-  }
+  if (timer.has_value() && timer_use.has_value()) timer_use->runtime().Cancel(*timer);
+  timer_use.reset();
   s.Wake();
   const absl::Time deadline = absl::Now() + timeout;  // InfiniteFuture for no timeout
   for (;;) {

@@ -10,6 +10,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <future>
 #include <latch>
 #include <memory>
 #include <mutex>
@@ -811,6 +812,14 @@ TEST_P(KeeperTest, TransferUnderLoadLosesDuplicatesAndReordersNothing) {
   ASSERT_TRUE(keeper.ok()) << keeper.status();
   std::atomic<int64_t> sent[2] = {0, 0};
   std::vector<std::thread> senders;
+  struct JoinAll {  // also when an assertion returns early: no thread outlives the test
+    std::vector<std::thread>& threads;
+    ~JoinAll() {
+      for (std::thread& t : threads) {
+        if (t.joinable()) t.join();
+      }
+    }
+  } join_all{senders};
   for (int sender = 0; sender < 2; ++sender) {
     senders.emplace_back([&, sender] {
       for (int64_t seq = 1; seq <= kPerSender; ++seq) {
@@ -911,6 +920,21 @@ TEST_P(KeeperTest, ATransferFromTheWorkersOwnCodeOrToTheSameRuntime) {
   ASSERT_TRUE((*mover)->Call(0, absl::Seconds(10)).ok());
   EXPECT_EQ(Mover::seen.code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(Mover::seen.message(), HasSubstr("own code"));
+}
+
+TEST_P(KeeperTest, StopFromAnOffloadJobIsRefusedWhenTheWorkerRunsOnThePool) {
+  auto keeper = Start(0);
+  std::promise<absl::Status> stopped;
+  ASSERT_TRUE(runtime_->Offload([&] { stopped.set_value(keeper->Stop()); }).ok());
+  absl::Status status = stopped.get_future().get();
+  if (GetParam() == Placement::kExecutor) {
+    EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition);
+    EXPECT_THAT(status.message(), HasSubstr("offload pool"));
+    EXPECT_EQ(Read(*keeper), 0) << "still running";
+    EXPECT_TRUE(keeper->Stop().ok());
+  } else {
+    EXPECT_TRUE(status.ok()) << status;  // its own thread does not need the pool
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Placements, KeeperTest,

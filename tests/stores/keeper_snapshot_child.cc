@@ -1,6 +1,6 @@
 // The child process of KeeperSnapshotCrashTest (keeper_snapshot_test.cc): restores a Tally
 // keeper from the snapshot directory given as its argument, casts 1s in batches without pause,
-// and prints each newly saved version on stdout (one per line, flushed) until it is killed,
+// and prints each version saved since (newer than the one it restored) on stdout (one per line, flushed) until it is killed,
 // or for at most 5 s (then it stops its keeper and exits 0). Exit codes: 2 usage, 3 the store
 // or the keeper would not start, 4 a cast or call failed.
 #include <chrono>
@@ -28,7 +28,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "keeper_snapshot_child: %s\n", keeper.status().ToString().c_str());
     return 3;
   }
-  uint64_t reported = 0;
+  uint64_t reported = (*keeper)->restore_report().sequence;  // only newer saves are news
   const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
   while (std::chrono::steady_clock::now() < until) {
     for (int i = 0; i < 50; ++i) {

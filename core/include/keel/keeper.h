@@ -1,6 +1,7 @@
 // Keeper<W>: a worker whose state survives its own crashes.
 //
-// A worker (an actor) owns a state and handles messages one at a time on its own thread:
+// A worker (an actor) owns a state and handles messages one at a time (on a thread of its
+// own, or in turns on the runtime's offload pool: KeeperOptions::placement):
 // calls (with a reply, awaited with a timeout), casts and plain messages (fire and forget;
 // never block the sender). Its handlers do not mutate the state: they read the committed
 // state and return the next one (or keel::kUnchanged). After a handler returns, the next
@@ -55,20 +56,28 @@
 // kUnchanged (or the committed state's own pointer); a keeper without state listeners
 // spends nothing on them per commit; OnTerminate listeners hear once how the worker ended (stopped,
 // or gave up with the crash that exceeded the intensity). Both run on the runtime's offload pool,
-// one call at a time per keeper, never on the worker thread: a slow listener does not slow the
-// worker, and one that throws is counted (KeeperStats::listener_failures) and skipped.
+// one call at a time per keeper, never in the worker's own code: a slow listener does not slow
+// the worker, and one that throws is counted (KeeperStats::listener_failures) and skipped.
 //
-// Thread safety: thread-safe. Call, Cast, Send, Commit, state(), Stats() and Stop() may be
-// called from any thread; W's methods run on the worker thread only, one at a time.
+// Placement: with kOwnThread (the default) W's code runs on the keeper's thread; with
+// kExecutor, in turns on the offload pool, never two at once. Either way never on the control
+// thread. If the runtime refuses turns for good (it shut down while the keeper lives), the
+// worker goes on on a thread of its own, and stays there.
 //
-// Lifetime: the runtime must outlive the Keeper. Destroying the Keeper stops the worker
-// (queued messages are handled first) and waits for listeners that are running, so it must
-// not happen inside the worker's own handlers (that aborts with a message) or listeners (a
-// deadlock). A listener may remove itself or others.
+// Thread safety: thread-safe. Call, Cast, Send, Commit, state(), Stats(), TransferTo and
+// Stop() may be called from any thread (Stop and TransferTo not from a job on the runtime's
+// offload pool when the worker's turns or saves run there: FailedPrecondition); W's methods
+// run one at a time, in the worker's own code only.
+//
+// Lifetime: the runtime (after TransferTo, the last target) must outlive the Keeper.
+// Destroying the Keeper stops the worker (queued messages are handled first, the last state
+// saved) and waits for listeners that are running, so it must not happen inside the worker's
+// own handlers or, when turns or saves run on the pool, in an offload job (either aborts with
+// a message), nor in its listeners (a deadlock). A listener may remove itself or others.
 //
 // Progress: Cast and Send take a short mutex to queue and never wait for the worker. Call
 // waits for the reply up to its timeout (real time) and never spins; during a backoff it
-// just waits. The worker thread blocks only waiting for messages or for a backoff to end.
+// just waits. The worker blocks only waiting for messages or for a backoff to end.
 #ifndef KEEL_KEEPER_H_
 #define KEEL_KEEPER_H_
 
@@ -239,7 +248,7 @@ class Keeper {
   using Args = typename W::Args;
   using Factory = std::function<std::unique_ptr<W>()>;
 
-  // Starts the worker thread, which makes the first incarnation and runs
+  // Starts the worker (its thread, or its first turn), which makes the first incarnation and runs
   // OnFirstStart(args) on it (once: later incarnations run OnRecover). `make` makes each
   // incarnation's W (null: default construction, which W must then allow). InvalidArgument
   // for bad options.
@@ -562,6 +571,9 @@ class Keeper {
     } catch (const std::exception& e) {
       return absl::InternalError(
           absl::StrCat(prefix, "the codec threw on ", which, ": ", e.what()));
+    } catch (...) {
+      return absl::InternalError(
+          absl::StrCat(prefix, "the codec threw something that is not a std::exception on ", which));
     }
   }
 
