@@ -351,7 +351,7 @@ class PlainWorker {
 keel::Keeper<Tally>* tally = nullptr;  // created in main()
 // The same worker as turns on the runtime's offload pool (Placement::kExecutor).
 keel::Keeper<Tally>* pooled_tally = nullptr;  // created in main()
-PlainWorker* plain_worker = nullptr;   // created in main()
+PlainWorker* plain_worker = nullptr;          // created in main()
 
 // What the whole process has used so far: CPU time (all threads) and voluntary context
 // switches.

@@ -189,9 +189,9 @@ struct KeeperEngine::Shared : std::enable_shared_from_this<KeeperEngine::Shared>
   KeeperPhase phase ABSL_GUARDED_BY(mu) = KeeperPhase::kRunning;
   std::optional<TimerHandle> backoff_timer ABSL_GUARDED_BY(mu);
   std::shared_ptr<Home> backoff_home ABSL_GUARDED_BY(mu);  // where backoff_timer is
-  uint64_t backoff_id ABSL_GUARDED_BY(mu) = 0;  // a timer with another id resumes nothing
+  uint64_t backoff_id ABSL_GUARDED_BY(mu) = 0;      // a timer with another id resumes nothing
   bool turn_scheduled ABSL_GUARDED_BY(mu) = false;  // kExecutor: a turn is queued or running
-  bool stranded ABSL_GUARDED_BY(mu) = false;  // kExecutor: the pool refused a turn for good
+  bool stranded ABSL_GUARDED_BY(mu) = false;        // kExecutor: the pool refused a turn for good
   std::optional<Instant> restart_due ABSL_GUARDED_BY(mu);   // while paused
   std::deque<Instant> recent_restarts ABSL_GUARDED_BY(mu);  // within the window
   std::mt19937_64 rng ABSL_GUARDED_BY(mu);
@@ -201,7 +201,7 @@ struct KeeperEngine::Shared : std::enable_shared_from_this<KeeperEngine::Shared>
   uint64_t dead_letters ABSL_GUARDED_BY(mu) = 0;
   std::optional<Crash> last_crash ABSL_GUARDED_BY(mu);
   std::optional<Crash> restore_cause ABSL_GUARDED_BY(mu);  // for the first incarnation
-  std::mutex join_mu;  // serialises Stop's join
+  std::mutex join_mu;                                      // serialises Stop's join
   Mutex join_guard;
   std::thread worker ABSL_GUARDED_BY(join_guard);  // kOwnThread
 
@@ -310,7 +310,7 @@ struct KeeperEngine::Shared : std::enable_shared_from_this<KeeperEngine::Shared>
           break;
       }
     }
-    PostTurn();  // more may be queued: yield the pool thread and come back behind other jobs
+    PostTurn();       // more may be queued: yield the pool thread and come back behind other jobs
     SaveAfterTurn();  // meanwhile (saves are serialised among themselves, not with turns)
   }
 
@@ -346,12 +346,14 @@ struct KeeperEngine::Shared : std::enable_shared_from_this<KeeperEngine::Shared>
     }
     {
       MutexLock lock(&mu);
-      if (worker_done || !executor()) return;  // ended, or already on its own thread
+      if (worker_done || !executor()) return;           // ended, or already on its own thread
       on_pool.store(false, std::memory_order_release);  // Post and Wake now wake the thread
       turn_scheduled = false;
     }
-    Log().warn("keeper '{}': its runtime refuses offload jobs; the worker goes on on a thread "
-               "of its own", options.name);
+    Log().warn(
+        "keeper '{}': its runtime refuses offload jobs; the worker goes on on a thread "
+        "of its own",
+        options.name);
     try {
       MutexLock lock(&join_guard);
       worker = std::thread([self = shared_from_this()] { self->Run(); });
@@ -940,16 +942,15 @@ struct KeeperEngine::Shared : std::enable_shared_from_this<KeeperEngine::Shared>
 
 absl::StatusOr<std::unique_ptr<KeeperEngine>> KeeperEngine::Start(Runtime& runtime,
                                                                   KeeperOptions options,
-                                                                  Hooks hooks,
-                                                                  Restored restored) {
+                                                                  Hooks hooks, Restored restored) {
   absl::Status valid = CheckOptions(options);
   if (!valid.ok()) return valid;
   if (!hooks.first_start || !hooks.recover) {
     return absl::InvalidArgumentError("keeper: the first_start and recover hooks are required");
   }
   std::unique_ptr<KeeperEngine> engine(new KeeperEngine());
-  engine->shared_ = std::make_shared<Shared>(runtime, std::move(options), std::move(hooks),
-                                             std::move(restored));
+  engine->shared_ =
+      std::make_shared<Shared>(runtime, std::move(options), std::move(hooks), std::move(restored));
   Shared* shared = engine->shared_.get();
   if (shared->executor()) {
     shared->Wake();  // the first turn runs the first incarnation
@@ -1081,9 +1082,7 @@ KeeperStats KeeperEngine::Stats() const {
   return stats;
 }
 
-bool KeeperEngine::InWorkerThread() const noexcept {
-  return running_worker == shared_.get();
-}
+bool KeeperEngine::InWorkerThread() const noexcept { return running_worker == shared_.get(); }
 
 absl::Status KeeperEngine::TransferTo(Runtime& target, absl::Duration timeout) {
   Shared& s = *shared_;
@@ -1092,14 +1091,16 @@ absl::Status KeeperEngine::TransferTo(Runtime& target, absl::Duration timeout) {
         absl::StrCat("keeper '", s.options.name, "': TransferTo from the worker's own code"));
   }
   if (running_dispatch == &s) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "keeper '", s.options.name, "': TransferTo from its own listener or hook would wait "
-        "for itself"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("keeper '", s.options.name,
+                     "': TransferTo from its own listener or hook would wait "
+                     "for itself"));
   }
   if (s.Use().runtime().InOffloadPool()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "keeper '", s.options.name, "': TransferTo from a job on its runtime's offload pool "
-        "could wait for its own thread"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("keeper '", s.options.name,
+                     "': TransferTo from a job on its runtime's offload pool "
+                     "could wait for its own thread"));
   }
   std::lock_guard<std::mutex> serial(s.transfer_mu);
   std::shared_ptr<Home> old;
@@ -1136,10 +1137,10 @@ absl::Status KeeperEngine::TransferTo(Runtime& target, absl::Duration timeout) {
   MutexLock lock(&old->mu);
   if (!old->cv.WaitFor(&old->mu, timeout,
                        [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return old->uses == 0; })) {
-    return absl::DeadlineExceededError(absl::StrCat(
-        "keeper '", s.options.name, "' moved to runtime '", target.name(), "', but ",
-        old->uses, " of its jobs still run on runtime '", old->runtime.name(), "' after ",
-        absl::FormatDuration(timeout)));
+    return absl::DeadlineExceededError(
+        absl::StrCat("keeper '", s.options.name, "' moved to runtime '", target.name(), "', but ",
+                     old->uses, " of its jobs still run on runtime '", old->runtime.name(),
+                     "' after ", absl::FormatDuration(timeout)));
   }
   return absl::OkStatus();
 }
@@ -1160,9 +1161,10 @@ absl::Status KeeperEngine::Stop(absl::Duration timeout) {
         absl::StrCat("keeper '", s.options.name, "': Stop from the worker's own thread"));
   }
   if (s.MightWaitForItself()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "keeper '", s.options.name, "': Stop from a job on its runtime's offload pool could "
-        "wait for its own thread (the worker's turns or snapshot saves run there)"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("keeper '", s.options.name,
+                     "': Stop from a job on its runtime's offload pool could "
+                     "wait for its own thread (the worker's turns or snapshot saves run there)"));
   }
   std::optional<TimerHandle> timer;
   std::optional<HomeUse> timer_use;  // taken under mu: the home cannot be left meanwhile

@@ -1,8 +1,8 @@
 // The child process of KeeperSnapshotCrashTest (keeper_snapshot_test.cc): restores a Tally
 // keeper from the snapshot directory given as its argument, casts 1s in batches without pause,
-// and prints each version saved since (newer than the one it restored) on stdout (one per line, flushed) until it is killed,
-// or for at most 5 s (then it stops its keeper and exits 0). Exit codes: 2 usage, 3 the store
-// or the keeper would not start, 4 a cast or call failed.
+// and prints each version saved since (newer than the one it restored) on stdout (one per line,
+// flushed) until it is killed, or for at most 5 s (then it stops its keeper and exits 0). Exit
+// codes: 2 usage, 3 the store or the keeper would not start, 4 a cast or call failed.
 #include <chrono>
 #include <cstdio>
 #include <memory>

@@ -42,10 +42,10 @@
 namespace keel {
 namespace {
 
-using ::testing::ElementsAre;
-using ::testing::HasSubstr;
 using testing::Codec;
+using ::testing::ElementsAre;
 using testing::Encode;
+using ::testing::HasSubstr;
 using testing::Probe;
 using testing::Tally;
 using testing::UpgradeStep;
@@ -62,8 +62,8 @@ bool Eventually(const std::function<bool()>& pred) {
 
 std::string MakeTempDir(const char* name) {
   const char* tmp = std::getenv("TMPDIR");
-  std::string pattern = absl::StrCat(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp", "/", name,
-                                     ".XXXXXX");
+  std::string pattern =
+      absl::StrCat(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp", "/", name, ".XXXXXX");
   if (::mkdtemp(pattern.data()) == nullptr) return "";
   return pattern;
 }
@@ -379,9 +379,9 @@ TEST_P(KeeperSnapshotTest, GivingUpSavesTheLastState) {
   options.backoff_initial = absl::ZeroDuration();
   options.backoff_max = absl::ZeroDuration();
   options.poison_after = 5;
-  auto keeper = Keeper<Tally>::StartWithSnapshots(
-      *runtime_, 0, Codec(OpenStore(), 1), options,
-      [probe] { return std::make_unique<Tally>(probe); });
+  auto keeper =
+      Keeper<Tally>::StartWithSnapshots(*runtime_, 0, Codec(OpenStore(), 1), options,
+                                        [probe] { return std::make_unique<Tally>(probe); });
   ASSERT_TRUE(keeper.ok()) << keeper.status();
   ASSERT_TRUE((*keeper)->Cast(9).ok());
   ASSERT_TRUE((*keeper)->Cast(-1).ok());  // crashes every incarnation: gives up

@@ -81,10 +81,10 @@
 #ifndef KEEL_KEEPER_H_
 #define KEEL_KEEPER_H_
 
+#include <algorithm>
 #include <concepts>
 #include <condition_variable>
 #include <cstdint>
-#include <algorithm>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -282,13 +282,14 @@ class Keeper {
     const std::string prefix = absl::StrCat("keeper '", options.name, "': ");
     if (snapshots.store == nullptr || !snapshots.encode || !snapshots.decode ||
         snapshots.schema_version == 0) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          prefix, "snapshots need a store, encode, decode and a schema_version >= 1"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(prefix, "snapshots need a store, encode, decode and a schema_version >= 1"));
     }
     if (runtime.InControlThread()) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          prefix, "StartWithSnapshots loads from the store (blocking I/O); not on the "
-                  "runtime's control thread"));
+      return absl::FailedPreconditionError(
+          absl::StrCat(prefix,
+                       "StartWithSnapshots loads from the store (blocking I/O); not on the "
+                       "runtime's control thread"));
     }
     RestoreReport report;
     internal::KeeperEngine::Restored restored;
@@ -297,8 +298,8 @@ class Keeper {
     if (loaded.ok()) {
       report.skipped = std::move(loaded->skipped);
       for (const absl::Status& bad : report.skipped) {
-        internal::LogKeeperWarning(absl::StrCat(prefix, "skipped a damaged snapshot: ",
-                                                bad.ToString()));
+        internal::LogKeeperWarning(
+            absl::StrCat(prefix, "skipped a damaged snapshot: ", bad.ToString()));
       }
       Snapshot& snapshot = loaded->snapshot;
       absl::StatusOr<State> state = DecodeSnapshot(snapshots, snapshot, prefix);
@@ -316,13 +317,14 @@ class Keeper {
     } else if (absl::IsNotFound(loaded.status())) {
       // No intact snapshot: a first start. Damaged ones are in the NotFound message.
       if (restored.version > 0) {
-        internal::LogKeeperWarning(
-            absl::StrCat(prefix, "no intact snapshot; starting afresh: ", loaded.status().ToString()));
+        internal::LogKeeperWarning(absl::StrCat(
+            prefix, "no intact snapshot; starting afresh: ", loaded.status().ToString()));
         report.skipped.push_back(loaded.status());
       }
     } else {
-      return absl::Status(loaded.status().code(),
-                          absl::StrCat(prefix, "loading its snapshot: ", loaded.status().message()));
+      return absl::Status(
+          loaded.status().code(),
+          absl::StrCat(prefix, "loading its snapshot: ", loaded.status().message()));
     }
     auto save = [store = snapshots.store, schema = snapshots.schema_version,
                  encode = snapshots.encode](const internal::ErasedState& state,
@@ -526,14 +528,12 @@ class Keeper {
     };
     hooks.terminated = [k](const Termination& end) { k->NotifyTermination(end); };
     hooks.save = std::move(save);
-    absl::StatusOr<std::unique_ptr<internal::KeeperEngine>> engine =
-        internal::KeeperEngine::Start(runtime, std::move(options), std::move(hooks),
-                                      std::move(restored));
+    absl::StatusOr<std::unique_ptr<internal::KeeperEngine>> engine = internal::KeeperEngine::Start(
+        runtime, std::move(options), std::move(hooks), std::move(restored));
     if (!engine.ok()) return engine.status();
     keeper->engine_ = std::move(*engine);
     return keeper;
   }
-
 
   // Upgrades (step by step) and decodes a loaded snapshot; errors name it.
   static absl::StatusOr<State> DecodeSnapshot(const KeeperSnapshots<State>& codec,
@@ -543,7 +543,8 @@ class Keeper {
     if (snapshot.schema_version > codec.schema_version) {
       return absl::FailedPreconditionError(absl::StrCat(
           prefix, which, " was written by a newer codec; this one reads schema version ",
-          codec.schema_version, " and upgrades older ones, never newer. Refusing to start "
+          codec.schema_version,
+          " and upgrades older ones, never newer. Refusing to start "
           "rather than lose that state"));
     }
     if (snapshot.schema_version < codec.schema_version && !codec.upgrade) {
@@ -572,8 +573,8 @@ class Keeper {
       return absl::InternalError(
           absl::StrCat(prefix, "the codec threw on ", which, ": ", e.what()));
     } catch (...) {
-      return absl::InternalError(
-          absl::StrCat(prefix, "the codec threw something that is not a std::exception on ", which));
+      return absl::InternalError(absl::StrCat(
+          prefix, "the codec threw something that is not a std::exception on ", which));
     }
   }
 
