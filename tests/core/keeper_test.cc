@@ -27,22 +27,14 @@
 #include "gtest/gtest.h"
 #include "keel/clock.h"
 #include "keel/runtime.h"
+#include "support/eventually.h"
 
 namespace keel {
 namespace {
 
 using ::testing::ElementsAre;
+using testing::Eventually;
 using ::testing::HasSubstr;
-
-// Waits (bounded: 10 s) for `pred`.
-bool Eventually(const std::function<bool()>& pred) {
-  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (!pred()) {
-    if (std::chrono::steady_clock::now() > until) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-  return true;
-}
 
 // What the test worker does with a message.
 enum class Act {

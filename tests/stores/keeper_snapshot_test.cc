@@ -34,6 +34,7 @@
 #include "keel/runtime.h"
 #include "keel/snapshot_store.h"
 #include "stores/keeper_tally.h"
+#include "support/eventually.h"
 
 #ifndef KEEL_KEEPER_SNAPSHOT_CHILD
 #error "KEEL_KEEPER_SNAPSHOT_CHILD must name the child program"
@@ -45,20 +46,11 @@ namespace {
 using testing::Codec;
 using ::testing::ElementsAre;
 using testing::Encode;
+using testing::Eventually;
 using ::testing::HasSubstr;
 using testing::Probe;
 using testing::Tally;
 using testing::UpgradeStep;
-
-// Waits (bounded: 10 s) for `pred`.
-bool Eventually(const std::function<bool()>& pred) {
-  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (!pred()) {
-    if (std::chrono::steady_clock::now() > until) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-  return true;
-}
 
 std::string MakeTempDir(const char* name) {
   const char* tmp = std::getenv("TMPDIR");
