@@ -28,6 +28,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "keel/snapshot_store.h"
+#include "support/temp_dir.h"
 
 namespace keel {
 namespace {
@@ -74,11 +75,8 @@ std::vector<std::string> FileNames(const std::string& directory) {
 class FileSnapshotStoreTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    const char* tmp = std::getenv("TMPDIR");
-    std::string pattern =
-        std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") + "/keel_snapshot_test.XXXXXX";
-    ASSERT_NE(::mkdtemp(pattern.data()), nullptr);
-    dir_ = pattern;
+    dir_ = testing::MakeTempDir("keel_snapshot_test");
+    ASSERT_FALSE(dir_.empty());
   }
   void TearDown() override {
     std::error_code ec;
@@ -431,11 +429,8 @@ TEST_F(FileSnapshotStoreTest, SavesFromSeveralThreadsKeepTheGreatestSequence) {
 // each sequence it saved through a pipe; 20 rounds, each killed 1-20 ms after the child
 // opened its store.
 TEST(SnapshotStoreCrashTest, AProcessKilledMidWriteRestartsFromAGoodSnapshot) {
-  const char* tmp = std::getenv("TMPDIR");
-  std::string pattern =
-      std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") + "/keel_snapshot_crash.XXXXXX";
-  ASSERT_NE(::mkdtemp(pattern.data()), nullptr);
-  const std::string dir = pattern;
+  const std::string dir = testing::MakeTempDir("keel_snapshot_crash");
+  ASSERT_FALSE(dir.empty());
   const FileSnapshotOptions options{dir, "crash", 2};
   constexpr size_t kSize = 256 << 10;
   constexpr int kRounds = 20;

@@ -35,6 +35,7 @@
 #include "keel/snapshot_store.h"
 #include "stores/keeper_tally.h"
 #include "support/eventually.h"
+#include "support/temp_dir.h"
 
 #ifndef KEEL_KEEPER_SNAPSHOT_CHILD
 #error "KEEL_KEEPER_SNAPSHOT_CHILD must name the child program"
@@ -48,17 +49,10 @@ using ::testing::ElementsAre;
 using testing::Encode;
 using testing::Eventually;
 using ::testing::HasSubstr;
+using testing::MakeTempDir;
 using testing::Probe;
 using testing::Tally;
 using testing::UpgradeStep;
-
-std::string MakeTempDir(const char* name) {
-  const char* tmp = std::getenv("TMPDIR");
-  std::string pattern =
-      absl::StrCat(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp", "/", name, ".XXXXXX");
-  if (::mkdtemp(pattern.data()) == nullptr) return "";
-  return pattern;
-}
 
 // Every test runs with the worker on its own thread and on the runtime's offload pool.
 class KeeperSnapshotTest : public ::testing::TestWithParam<Placement> {
