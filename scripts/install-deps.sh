@@ -11,7 +11,7 @@ packages=(
   # tests, benchmarks and their peers
   googletest libgtest-dev libgmock-dev libbenchmark-dev libtbb-dev libcuckoo-dev
   # real servers the integration tests start on 127.0.0.1, and the TLS test's certificates
-  nginx-light openssl
+  nginx-light etcd-server openssl
   # the example HTTP server adapter for the idempotency layer, driven over loopback by curl
   libcpp-httplib-dev curl
 )
@@ -31,9 +31,11 @@ fi
 echo "install-deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update -qq
-# Server packages (nginx) start a system-wide daemon on every interface when installed; keel's
-# tests start their own on 127.0.0.1, so forbid service starts during the install (exit 101
-# is policy-rc.d's "action forbidden"), unless the machine already has a policy.
+# Server packages (nginx, etcd-server) start a system-wide daemon when installed; keel's tests
+# start their own on 127.0.0.1, so forbid service starts during the install (exit 101 is
+# policy-rc.d's "action forbidden"; both invoke-rc.d and deb-systemd-invoke honour it and
+# succeed), unless the machine already has a policy. The services stay enabled for the next
+# boot, as Debian installs them.
 policy=/usr/sbin/policy-rc.d
 added_policy=0
 if [[ ! -e $policy ]]; then
