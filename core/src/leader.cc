@@ -484,7 +484,7 @@ struct Leader::Core : std::enable_shared_from_this<Core> {
     internal::Log().info("leader '{}/{}': elected, term {}", options.election, options.node_id,
                          new_term);
     if (callbacks.on_elected) {
-      Enqueue("elected", [this, new_term] { callbacks.on_elected(new_term); });
+      Enqueue("elected", [this, e = Election{new_term, now, until}] { callbacks.on_elected(e); });
     }
     if (callbacks.on_leader_tick) ArmTick(options.first_tick_after);
   }
@@ -501,7 +501,9 @@ struct Leader::Core : std::enable_shared_from_this<Core> {
     internal::Log().info("leader '{}/{}': demoted from term {} ({})", options.election,
                          options.node_id, term, DemotionCauseName(cause));
     if (callbacks.on_demoted) {
-      Enqueue("demoted", [this, t = term, cause] { callbacks.on_demoted(t, cause); });
+      Enqueue("demoted", [this, d = Demotion{term, cause, Now(), believed_until}] {
+        callbacks.on_demoted(d);
+      });
     }
     PublishStatus();
   }

@@ -28,7 +28,8 @@ std::string B64(std::string_view bytes) {
 }
 
 long CeilMillis(absl::Duration d) {
-  return static_cast<long>(std::max<int64_t>(1, absl::ToInt64Milliseconds(d + absl::Nanoseconds(999999))));
+  return static_cast<long>(
+      std::max<int64_t>(1, absl::ToInt64Milliseconds(d + absl::Nanoseconds(999999))));
 }
 
 // The key just past every key starting with `prefix` (etcd's range_end for a prefix).
@@ -124,8 +125,9 @@ struct EtcdLeaseStore::Shared {
   static void Attempt(std::shared_ptr<Request> r) {
     const auto& endpoints = r->shared->options.endpoints;
     if (r->tried == endpoints.size()) {
-      return Finish(r, absl::Status(r->last_code, absl::StrCat("etcd ", r->path, ": no endpoint answered: ",
-                                                         r->failures)));
+      return Finish(
+          r, absl::Status(r->last_code,
+                          absl::StrCat("etcd ", r->path, ": no endpoint answered: ", r->failures)));
     }
     const size_t index = (r->first + r->tried) % endpoints.size();
     const std::string& endpoint = endpoints[index];
@@ -154,7 +156,8 @@ struct EtcdLeaseStore::Shared {
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->error_buffer);
     if (!o.ca_file.empty()) curl_easy_setopt(e, CURLOPT_CAINFO, o.ca_file.c_str());
     absl::Status added = internal::AddTransfer(
-        *r->runtime, e, [r, index](internal::TransferResult result) { Completed(r, index, result); });
+        *r->runtime, e,
+        [r, index](internal::TransferResult result) { Completed(r, index, result); });
     if (!added.ok()) return Finish(r, added);
   }
 
@@ -178,9 +181,9 @@ struct EtcdLeaseStore::Shared {
     const auto code = static_cast<CURLcode>(result.curl_code);
     if (code != CURLE_OK) {
       if (r->too_large) {
-        return Finish(r, absl::DataLossError(absl::StrCat(
-                             "etcd ", r->path, ": answer over ",
-                             r->shared->options.max_response_bytes, " bytes")));
+        return Finish(
+            r, absl::DataLossError(absl::StrCat("etcd ", r->path, ": answer over ",
+                                                r->shared->options.max_response_bytes, " bytes")));
       }
       const std::string what =
           absl::StrCat(curl_easy_strerror(code),
@@ -198,7 +201,8 @@ struct EtcdLeaseStore::Shared {
         json->Find("error") != nullptr) {
       const int64_t grpc = IntOr(json->Find("code"), 2);
       const JsonValue* message = json->Find("message");
-      const std::string text = message != nullptr ? message->string() : json->Find("error")->string();
+      const std::string text =
+          message != nullptr ? message->string() : json->Find("error")->string();
       const auto status_code = static_cast<absl::StatusCode>(
           grpc >= 1 && grpc <= 16 ? grpc : static_cast<int64_t>(absl::StatusCode::kUnknown));
       if (status_code == absl::StatusCode::kUnavailable ||
@@ -209,8 +213,7 @@ struct EtcdLeaseStore::Shared {
       return Finish(r, absl::Status(status_code, absl::StrCat("etcd ", r->path, ": ", text)));
     }
     if (http >= 500) {
-      return Next(std::move(r), index, absl::StatusCode::kUnavailable,
-                  absl::StrCat("HTTP ", http));
+      return Next(std::move(r), index, absl::StatusCode::kUnavailable, absl::StrCat("HTTP ", http));
     }
     if (http != 200) {
       return Finish(r, absl::UnknownError(absl::StrCat("etcd ", r->path, ": HTTP ", http, ": ",
@@ -249,8 +252,8 @@ struct EtcdLeaseStore::Shared {
       auto value = DecodeBytes(kv.Find("value"), "a value");
       if (!value.ok()) return value.status();
       if (*key == leader_key) {
-        view.leader = LeaderRecord{*value, IntOr(kv.Find("create_revision"), 0),
-                                   IntOr(kv.Find("lease"), 0)};
+        view.leader =
+            LeaderRecord{*value, IntOr(kv.Find("create_revision"), 0), IntOr(kv.Find("lease"), 0)};
       } else if (absl::StartsWith(*key, members)) {
         const uint64_t heartbeat = static_cast<uint64_t>(std::max<int64_t>(0, [&] {
           int64_t n = 0;
@@ -272,8 +275,8 @@ absl::StatusOr<std::shared_ptr<EtcdLeaseStore>> EtcdLeaseStore::Create(
   }
   for (const std::string& e : options.endpoints) {
     if (!absl::StartsWith(e, "http://") && !absl::StartsWith(e, "https://")) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "etcd lease store: endpoint '", e, "' must start with http:// or https://"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("etcd lease store: endpoint '", e, "' must start with http:// or https://"));
     }
     if (e.size() <= 8 || e.find_first_of(" \r\n\t") != std::string::npos) {
       return absl::InvalidArgumentError(
@@ -289,10 +292,10 @@ absl::StatusOr<std::shared_ptr<EtcdLeaseStore>> EtcdLeaseStore::Create(
   }
   if (options.connect_timeout <= absl::ZeroDuration() ||
       options.request_timeout <= absl::ZeroDuration()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "etcd lease store: connect_timeout and request_timeout must be > 0, got ",
-        absl::FormatDuration(options.connect_timeout), " and ",
-        absl::FormatDuration(options.request_timeout)));
+    return absl::InvalidArgumentError(
+        absl::StrCat("etcd lease store: connect_timeout and request_timeout must be > 0, got ",
+                     absl::FormatDuration(options.connect_timeout), " and ",
+                     absl::FormatDuration(options.request_timeout)));
   }
   if (options.max_response_bytes < 1024) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -385,29 +388,30 @@ void EtcdLeaseStore::Campaign(Runtime& runtime, const std::string& election,
                               const std::string& node, LeaseId lease, Done<LeaderRecord> done) {
   const std::string key = B64(shared_->LeaderKey(election));
   const std::string range = absl::StrCat("{\"request_range\":{\"key\":", key, "}}");
-  const std::string body = absl::StrCat(
-      "{\"compare\":[{\"key\":", key,
-      ",\"target\":\"CREATE\",\"create_revision\":\"0\",\"result\":\"EQUAL\"}],"
-      "\"success\":[{\"request_put\":{\"key\":",
-      key, ",\"value\":", B64(node), ",\"lease\":\"", lease, "\"}},", range, "],\"failure\":[",
-      range, "]}");
+  const std::string body =
+      absl::StrCat("{\"compare\":[{\"key\":", key,
+                   ",\"target\":\"CREATE\",\"create_revision\":\"0\",\"result\":\"EQUAL\"}],"
+                   "\"success\":[{\"request_put\":{\"key\":",
+                   key, ",\"value\":", B64(node), ",\"lease\":\"", lease, "\"}},", range,
+                   "],\"failure\":[", range, "]}");
   auto shared = shared_;
-  Shared::Send(
-      shared_, runtime, "/v3/kv/txn", body,
-      [done = std::move(done), shared, election](absl::StatusOr<JsonValue> r) mutable {
-        if (!r.ok()) return done(r.status());
-        const JsonValue* responses = r->Find("responses");
-        if (responses == nullptr || responses->items().empty()) {
-          return done(absl::DataLossError("etcd campaign txn: no responses"));
-        }
-        auto view = shared->ViewFrom(election, responses->items().back().Find("response_range"));
-        if (!view.ok()) return done(view.status());
-        if (!view->leader.has_value()) {
-          // Created and gone at once (the lease lapsed in between), or deleted by a resign.
-          return done(absl::UnavailableError("etcd campaign: the leader record vanished"));
-        }
-        done(*view->leader);
-      });
+  Shared::Send(shared_, runtime, "/v3/kv/txn", body,
+               [done = std::move(done), shared, election](absl::StatusOr<JsonValue> r) mutable {
+                 if (!r.ok()) return done(r.status());
+                 const JsonValue* responses = r->Find("responses");
+                 if (responses == nullptr || responses->items().empty()) {
+                   return done(absl::DataLossError("etcd campaign txn: no responses"));
+                 }
+                 auto view =
+                     shared->ViewFrom(election, responses->items().back().Find("response_range"));
+                 if (!view.ok()) return done(view.status());
+                 if (!view->leader.has_value()) {
+                   // Created and gone at once (the lease lapsed in between), or deleted by a
+                   // resign.
+                   return done(absl::UnavailableError("etcd campaign: the leader record vanished"));
+                 }
+                 done(*view->leader);
+               });
 }
 
 void EtcdLeaseStore::Resign(Runtime& runtime, const std::string& election, int64_t term,

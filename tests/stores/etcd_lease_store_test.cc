@@ -21,14 +21,13 @@
 namespace keel {
 namespace {
 
-using ::testing::HasSubstr;
 using testing::EtcdServer;
 using testing::Eventually;
+using ::testing::HasSubstr;
 
 // Runs one store call on the runtime's control thread and waits for its answer.
 template <class T>
-absl::StatusOr<T> Call(Runtime& runtime,
-                       std::function<void(LeaseStore::Done<T>)> start) {
+absl::StatusOr<T> Call(Runtime& runtime, std::function<void(LeaseStore::Done<T>)> start) {
   internal::Mutex mu;
   internal::CondVar cv;
   std::optional<absl::StatusOr<T>> result;
@@ -76,8 +75,8 @@ class EtcdLeaseStoreTest : public ::testing::Test {
 
   std::shared_ptr<EtcdLeaseStore> Store(std::vector<std::string> endpoints = {}) {
     if (endpoints.empty()) endpoints = {etcd_->Endpoint()};
-    auto store = EtcdLeaseStore::Create({.endpoints = endpoints,
-                                         .request_timeout = absl::Milliseconds(400)});
+    auto store = EtcdLeaseStore::Create(
+        {.endpoints = endpoints, .request_timeout = absl::Milliseconds(400)});
     EXPECT_TRUE(store.ok()) << store.status();
     return *store;
   }
@@ -90,47 +89,51 @@ class EtcdLeaseStoreTest : public ::testing::Test {
 TEST_F(EtcdLeaseStoreTest, LeasesRecordsAndTermsFollowEtcd) {
   auto store = Store();
   Runtime& rt = *runtime_;
-  auto lease = Call<LeaseId>(rt, [&](auto done) { store->Grant(rt, absl::Seconds(3), std::move(done)); });
+  auto lease =
+      Call<LeaseId>(rt, [&](auto done) { store->Grant(rt, absl::Seconds(3), std::move(done)); });
   ASSERT_TRUE(lease.ok()) << lease.status();
   EXPECT_NE(*lease, 0);
-  EXPECT_TRUE(CallStatus(rt, [&](auto done) { store->KeepAlive(rt, *lease, std::move(done)); }).ok());
+  EXPECT_TRUE(
+      CallStatus(rt, [&](auto done) { store->KeepAlive(rt, *lease, std::move(done)); }).ok());
 
-  auto view = Call<ElectionView>(rt, [&](auto done) {
-    store->Heartbeat(rt, "job", "a", *lease, 7, std::move(done));
-  });
+  auto view = Call<ElectionView>(
+      rt, [&](auto done) { store->Heartbeat(rt, "job", "a", *lease, 7, std::move(done)); });
   ASSERT_TRUE(view.ok()) << view.status();
   EXPECT_FALSE(view->leader.has_value());
   ASSERT_EQ(view->members.size(), 1u);
   EXPECT_EQ(view->members[0].node, "a");
   EXPECT_EQ(view->members[0].heartbeat, 7u);
 
-  auto won = Call<LeaderRecord>(rt, [&](auto done) {
-    store->Campaign(rt, "job", "a", *lease, std::move(done));
-  });
+  auto won = Call<LeaderRecord>(
+      rt, [&](auto done) { store->Campaign(rt, "job", "a", *lease, std::move(done)); });
   ASSERT_TRUE(won.ok()) << won.status();
   EXPECT_EQ(won->node, "a");
   EXPECT_EQ(won->lease, *lease);
   EXPECT_GT(won->term, 0);
 
   // A second node's campaign finds the incumbent.
-  auto other = Call<LeaseId>(rt, [&](auto done) { store->Grant(rt, absl::Seconds(3), std::move(done)); });
+  auto other =
+      Call<LeaseId>(rt, [&](auto done) { store->Grant(rt, absl::Seconds(3), std::move(done)); });
   ASSERT_TRUE(other.ok());
-  auto lost = Call<LeaderRecord>(rt, [&](auto done) {
-    store->Campaign(rt, "job", "b", *other, std::move(done));
-  });
+  auto lost = Call<LeaderRecord>(
+      rt, [&](auto done) { store->Campaign(rt, "job", "b", *other, std::move(done)); });
   ASSERT_TRUE(lost.ok());
   EXPECT_EQ(lost->node, "a");
   EXPECT_EQ(lost->term, won->term);
 
   // Resign with another term changes nothing; with its own it deletes the record.
-  EXPECT_TRUE(CallStatus(rt, [&](auto done) { store->Resign(rt, "job", won->term + 100, std::move(done)); }).ok());
-  view = Call<ElectionView>(rt, [&](auto done) { store->Heartbeat(rt, "job", "b", *other, 1, std::move(done)); });
+  EXPECT_TRUE(CallStatus(rt, [&](auto done) {
+                store->Resign(rt, "job", won->term + 100, std::move(done));
+              }).ok());
+  view = Call<ElectionView>(
+      rt, [&](auto done) { store->Heartbeat(rt, "job", "b", *other, 1, std::move(done)); });
   ASSERT_TRUE(view.ok() && view->leader.has_value());
   EXPECT_EQ(view->members.size(), 2u);
-  EXPECT_TRUE(CallStatus(rt, [&](auto done) { store->Resign(rt, "job", won->term, std::move(done)); }).ok());
-  auto next = Call<LeaderRecord>(rt, [&](auto done) {
-    store->Campaign(rt, "job", "b", *other, std::move(done));
-  });
+  EXPECT_TRUE(CallStatus(rt, [&](auto done) {
+                store->Resign(rt, "job", won->term, std::move(done));
+              }).ok());
+  auto next = Call<LeaderRecord>(
+      rt, [&](auto done) { store->Campaign(rt, "job", "b", *other, std::move(done)); });
   ASSERT_TRUE(next.ok());
   EXPECT_EQ(next->node, "b");
   EXPECT_GT(next->term, won->term) << "terms only grow";
@@ -139,9 +142,11 @@ TEST_F(EtcdLeaseStoreTest, LeasesRecordsAndTermsFollowEtcd) {
   EXPECT_TRUE(CallStatus(rt, [&](auto done) { store->Revoke(rt, *other, std::move(done)); }).ok());
   auto gone = CallStatus(rt, [&](auto done) { store->KeepAlive(rt, *other, std::move(done)); });
   EXPECT_EQ(gone.code(), absl::StatusCode::kNotFound) << gone;
-  auto put = Call<ElectionView>(rt, [&](auto done) { store->Heartbeat(rt, "job", "b", *other, 2, std::move(done)); });
+  auto put = Call<ElectionView>(
+      rt, [&](auto done) { store->Heartbeat(rt, "job", "b", *other, 2, std::move(done)); });
   EXPECT_EQ(put.status().code(), absl::StatusCode::kNotFound) << put.status();
-  view = Call<ElectionView>(rt, [&](auto done) { store->Heartbeat(rt, "job", "a", *lease, 8, std::move(done)); });
+  view = Call<ElectionView>(
+      rt, [&](auto done) { store->Heartbeat(rt, "job", "a", *lease, 8, std::move(done)); });
   ASSERT_TRUE(view.ok());
   EXPECT_FALSE(view->leader.has_value());
   ASSERT_EQ(view->members.size(), 1u);
@@ -152,7 +157,8 @@ TEST_F(EtcdLeaseStoreTest, LeasesRecordsAndTermsFollowEtcd) {
 TEST_F(EtcdLeaseStoreTest, ALeaseLapsesAfterItsTtlWithoutKeepAlive) {
   auto store = Store();
   Runtime& rt = *runtime_;
-  auto lease = Call<LeaseId>(rt, [&](auto done) { store->Grant(rt, absl::Seconds(1), std::move(done)); });
+  auto lease =
+      Call<LeaseId>(rt, [&](auto done) { store->Grant(rt, absl::Seconds(1), std::move(done)); });
   ASSERT_TRUE(lease.ok());
   // A heartbeat writes a record on the lease without renewing it.
   uint64_t beat = 0;
@@ -161,8 +167,9 @@ TEST_F(EtcdLeaseStoreTest, ALeaseLapsesAfterItsTtlWithoutKeepAlive) {
         rt, [&](auto done) { store->Heartbeat(rt, "job", "a", *lease, ++beat, std::move(done)); });
     return absl::IsNotFound(view.status());
   }));
-  EXPECT_EQ(CallStatus(rt, [&](auto done) { store->KeepAlive(rt, *lease, std::move(done)); }).code(),
-            absl::StatusCode::kNotFound);
+  EXPECT_EQ(
+      CallStatus(rt, [&](auto done) { store->KeepAlive(rt, *lease, std::move(done)); }).code(),
+      absl::StatusCode::kNotFound);
 }
 
 TEST_F(EtcdLeaseStoreTest, ADeadEndpointFailsOverToTheNextAndIsRemembered) {
@@ -172,11 +179,13 @@ TEST_F(EtcdLeaseStoreTest, ADeadEndpointFailsOverToTheNextAndIsRemembered) {
   (*dead)->Stop();
   auto store = Store({dead_endpoint, etcd_->Endpoint()});
   Runtime& rt = *runtime_;
-  auto lease = Call<LeaseId>(rt, [&](auto done) { store->Grant(rt, absl::Seconds(3), std::move(done)); });
+  auto lease =
+      Call<LeaseId>(rt, [&](auto done) { store->Grant(rt, absl::Seconds(3), std::move(done)); });
   ASSERT_TRUE(lease.ok()) << lease.status();
   EXPECT_EQ(store->Failovers(), 1u);
   EXPECT_EQ(store->CurrentEndpoint(), etcd_->Endpoint());
-  EXPECT_TRUE(CallStatus(rt, [&](auto done) { store->KeepAlive(rt, *lease, std::move(done)); }).ok());
+  EXPECT_TRUE(
+      CallStatus(rt, [&](auto done) { store->KeepAlive(rt, *lease, std::move(done)); }).ok());
   EXPECT_EQ(store->Failovers(), 1u) << "the live endpoint is asked first now";
 }
 
@@ -185,7 +194,8 @@ TEST_F(EtcdLeaseStoreTest, NoReachableEndpointIsUnavailableNamingEach) {
   etcd_->Stop();
   auto store = Store({endpoint, "http://127.0.0.1:1"});
   Runtime& rt = *runtime_;
-  auto lease = Call<LeaseId>(rt, [&](auto done) { store->Grant(rt, absl::Seconds(3), std::move(done)); });
+  auto lease =
+      Call<LeaseId>(rt, [&](auto done) { store->Grant(rt, absl::Seconds(3), std::move(done)); });
   ASSERT_FALSE(lease.ok());
   EXPECT_EQ(lease.status().code(), absl::StatusCode::kUnavailable);
   EXPECT_THAT(lease.status().message(), HasSubstr(endpoint));
@@ -196,7 +206,8 @@ TEST_F(EtcdLeaseStoreTest, AFrozenEtcdTimesOut) {
   auto store = Store();
   Runtime& rt = *runtime_;
   ASSERT_TRUE(etcd_->Pause().ok());
-  auto lease = Call<LeaseId>(rt, [&](auto done) { store->Grant(rt, absl::Seconds(3), std::move(done)); });
+  auto lease =
+      Call<LeaseId>(rt, [&](auto done) { store->Grant(rt, absl::Seconds(3), std::move(done)); });
   ASSERT_TRUE(etcd_->Resume().ok());
   EXPECT_EQ(lease.status().code(), absl::StatusCode::kDeadlineExceeded) << lease.status();
 }
@@ -205,11 +216,12 @@ TEST_F(EtcdLeaseStoreTest, OptionsAreValidated) {
   EXPECT_THAT(EtcdLeaseStore::Create({}).status().message(), HasSubstr("at least one"));
   EXPECT_THAT(EtcdLeaseStore::Create({.endpoints = {"127.0.0.1:2379"}}).status().message(),
               HasSubstr("must start with http:// or https://"));
-  EXPECT_THAT(
-      EtcdLeaseStore::Create({.endpoints = {"http://etcd:2379"}, .key_prefix = "keel"}).status().message(),
-      HasSubstr("key_prefix must end with '/'"));
-  EXPECT_THAT(EtcdLeaseStore::Create({.endpoints = {"http://etcd:2379"},
-                                      .request_timeout = absl::ZeroDuration()})
+  EXPECT_THAT(EtcdLeaseStore::Create({.endpoints = {"http://etcd:2379"}, .key_prefix = "keel"})
+                  .status()
+                  .message(),
+              HasSubstr("key_prefix must end with '/'"));
+  EXPECT_THAT(EtcdLeaseStore::Create(
+                  {.endpoints = {"http://etcd:2379"}, .request_timeout = absl::ZeroDuration()})
                   .status()
                   .message(),
               HasSubstr("must be > 0"));

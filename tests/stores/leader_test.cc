@@ -65,9 +65,9 @@ class Events {
 
 LeaderCallbacks Recording(Events* events) {
   LeaderCallbacks cb;
-  cb.on_elected = [events](int64_t term) { events->Add(absl::StrCat("elected ", term)); };
-  cb.on_demoted = [events](int64_t term, DemotionCause cause) {
-    events->Add(absl::StrCat("demoted ", term, " ", std::string(DemotionCauseName(cause))));
+  cb.on_elected = [events](const Election& e) { events->Add(absl::StrCat("elected ", e.term)); };
+  cb.on_demoted = [events](const Demotion& d) {
+    events->Add(absl::StrCat("demoted ", d.term, " ", std::string(DemotionCauseName(d.cause))));
   };
   cb.on_leader_changed = [events](const std::string& node, int64_t term) {
     events->Add(absl::StrCat("leader ", node.empty() ? "-" : node, " ", term));
@@ -474,7 +474,7 @@ TEST(LeaderTest, ThrowingCallbacksAreCaughtCountedAndTheLeaderGoesOn) {
   Cluster c;
   std::atomic<int> ticks{0};
   auto& a = c.Add("a", [&](LeaderCallbacks& cb) {
-    cb.on_elected = [](int64_t) { throw std::runtime_error("elected hook broke"); };
+    cb.on_elected = [](const Election&) { throw std::runtime_error("elected hook broke"); };
     cb.on_cluster_changed = [](const std::vector<LeaderMember>&) { throw 42; };
     cb.on_leader_tick = [&](const LeaderTick&) -> absl::Duration {
       if (ticks.fetch_add(1) == 0) throw std::runtime_error("first tick broke");

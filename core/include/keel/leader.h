@@ -12,7 +12,7 @@
 //   auto leader = keel::Leader::Start(*runtime, store,
 //       {.election = "billing-cron", .node_id = "node-a", .ttl = absl::Seconds(6),
 //        .heartbeat_interval = absl::Seconds(2), .safety_margin = absl::Seconds(1)},
-//       {.on_elected = [](int64_t term) { ... },
+//       {.on_elected = [](const keel::Election& e) { ... },
 //        .on_leader_tick = [](const keel::LeaderTick& tick) {
 //          RunBatch(tick.term);                 // downstream rejects terms below its highest
 //          return absl::Seconds(10);            // the next tick, while still leader
@@ -92,6 +92,23 @@ struct LeaderMember {
   Instant last_heartbeat;  // when this node first saw that counter, on the runtime's clock
 };
 
+// An election of this node, as on_elected receives it.
+struct Election {
+  int64_t term = 0;
+  Instant at;              // when the control thread decided, on the runtime's clock
+  Instant lease_deadline;  // the believed deadline at that moment
+};
+
+// A demotion of this node, as on_demoted receives it.
+struct Demotion {
+  int64_t term = 0;  // the leadership that ended
+  DemotionCause cause = DemotionCause::kShutdown;
+  Instant at;  // when the control thread decided, on the runtime's clock
+  // The believed deadline the leadership had. For a leader that paused, `at` is after it:
+  // the node could not have acted past `min(at, lease_deadline)`.
+  Instant lease_deadline;
+};
+
 // What the leader-only tick receives.
 struct LeaderTick {
   int64_t term = 0;        // the leadership this tick belongs to: pass it downstream
@@ -121,8 +138,8 @@ struct LeaderOptions {
 };
 
 struct LeaderCallbacks {
-  std::function<void(int64_t term)> on_elected;
-  std::function<void(int64_t term, DemotionCause cause)> on_demoted;
+  std::function<void(const Election& election)> on_elected;
+  std::function<void(const Demotion& demotion)> on_demoted;
   // The leader this node sees changed: another node, this one, or none (empty id, term 0).
   std::function<void(const std::string& leader, int64_t term)> on_leader_changed;
   // The set of live members changed (a node joined or left); sorted by node id.
