@@ -247,8 +247,7 @@ int main(int argc, char** argv) {
   if (flags.store == "etcd") {
     auto etcd = keel::EtcdLeaseStore::Create({.endpoints = flags.endpoints,
                                               .connect_timeout = flags.request_timeout,
-                                              .request_timeout = flags.request_timeout,
-                                              .ca_file = ""});
+                                              .request_timeout = flags.request_timeout});
     if (!etcd.ok()) return Usage(std::string(etcd.status().message()));
     store = *etcd;
   } else {

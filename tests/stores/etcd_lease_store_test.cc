@@ -262,7 +262,9 @@ TEST_F(EtcdLeaseStoreTest, ThreeLeadersElectOneAndAStoppedLeaderIsSucceededAtOnc
   // far less than the 3 s ttl.
   EXPECT_LT(std::chrono::steady_clock::now() - stopped, std::chrono::milliseconds(2500));
   for (auto& l : leaders_) {
-    if (l->IsLeader()) EXPECT_GT(l->Term(), term);
+    if (l->IsLeader()) {
+      EXPECT_GT(l->Term(), term);
+    }
   }
 }
 

@@ -119,8 +119,8 @@ struct LeaderTick {
 struct LeaderOptions {
   // The job's election name and this node's id: 1 to 128 characters from [A-Za-z0-9._-].
   // Node ids must be unique among the election's nodes.
-  std::string election;
-  std::string node_id;
+  std::string election = "";
+  std::string node_id = "";
   // Lease time to live. Must be more than twice the heartbeat interval, at most 1 h.
   absl::Duration ttl = absl::Seconds(10);
   // How often a node renews its lease, writes its member record and reads the election.

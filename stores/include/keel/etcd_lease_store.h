@@ -53,7 +53,7 @@ struct EtcdLeaseStoreOptions {
   // Answers larger than this are refused (DataLoss); an election's range holds every member.
   size_t max_response_bytes = 4 << 20;
   // For https endpoints: a CA bundle to verify them with (empty: the system's).
-  std::string ca_file;
+  std::string ca_file = "";
 };
 
 class EtcdLeaseStore final : public LeaseStore {
