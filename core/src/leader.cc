@@ -157,6 +157,7 @@ struct Leader::Core : std::enable_shared_from_this<Core> {
   std::map<std::string, LeaderMember> members;
   bool members_reported = false;
   Instant holdoff_until;
+  int64_t resigned_term = 0;  // never taken back from a record still in the store
   TimerHandle beat_timer, deadline_timer, tick_timer;
   uint64_t heartbeats = 0, elections_won = 0, demotions = 0, store_errors = 0;
   absl::Status last_error;
@@ -386,7 +387,10 @@ struct Leader::Core : std::enable_shared_from_this<Core> {
     if (r->leader.has_value()) {
       const LeaderRecord& record = *r->leader;
       if (record.node == options.node_id && record.lease == lease) {
-        if (!leading) BecomeLeader(record.term);
+        // Ours: after a demotion by the deadline, the record survived in the store and the
+        // lease was renewed, so nobody else can have led meanwhile; a resigned term is
+        // never taken back (its deletion is on its way).
+        if (!leading && record.term != resigned_term) BecomeLeader(record.term);
       } else {
         if (leading) Demote(DemotionCause::kSuperseded);
         SeeLeader(record.node, record.term);
@@ -416,7 +420,7 @@ struct Leader::Core : std::enable_shared_from_this<Core> {
       return EndCycle();
     }
     if (r->node == options.node_id && r->lease == lease) {
-      BecomeLeader(r->term);
+      if (r->term != resigned_term) BecomeLeader(r->term);
     } else {
       SeeLeader(r->node, r->term);
     }
@@ -579,6 +583,7 @@ struct Leader::Core : std::enable_shared_from_this<Core> {
           "node '", options.node_id, "' does not lead election '", options.election, "'"));
     }
     const int64_t t = term;
+    resigned_term = t;
     Demote(DemotionCause::kResigned);
     holdoff_until = AddDuration(Now(), options.resign_holdoff);
     auto self = shared_from_this();
@@ -748,7 +753,9 @@ absl::Status Leader::Stop(absl::Duration timeout) {
       core.FinishStop();
     }
   }
-  if (running_callbacks_of == &core) return absl::OkStatus();  // would wait for itself
+  // From its own callback, or from any job on the runtime's pool (which the remaining
+  // callbacks may need), waiting could wait for itself: the stop goes on without the caller.
+  if (running_callbacks_of == &core || core.runtime.InOffloadPool()) return absl::OkStatus();
   MutexLock lock(&core.stop_mu);
   const bool done = core.stop_cv.WaitFor(
       &core.stop_mu, timeout, [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return core.stopped; });

@@ -138,19 +138,19 @@ struct LeaderOptions {
 };
 
 struct LeaderCallbacks {
-  std::function<void(const Election& election)> on_elected;
-  std::function<void(const Demotion& demotion)> on_demoted;
+  std::function<void(const Election& election)> on_elected = nullptr;
+  std::function<void(const Demotion& demotion)> on_demoted = nullptr;
   // The leader this node sees changed: another node, this one, or none (empty id, term 0).
-  std::function<void(const std::string& leader, int64_t term)> on_leader_changed;
+  std::function<void(const std::string& leader, int64_t term)> on_leader_changed = nullptr;
   // The set of live members changed (a node joined or left); sorted by node id.
-  std::function<void(const std::vector<LeaderMember>& members)> on_cluster_changed;
+  std::function<void(const std::vector<LeaderMember>& members)> on_cluster_changed = nullptr;
   // Leader-only work: runs while this node leads, first `first_tick_after` after the
   // election, then after the interval it returns (clamped to at least 1 ms;
   // absl::InfiniteDuration() stops ticking for this leadership). Cancelled on demotion; a
   // tick that was queued when the node was demoted is skipped, never run late.
-  std::function<absl::Duration(const LeaderTick& tick)> on_leader_tick;
+  std::function<absl::Duration(const LeaderTick& tick)> on_leader_tick = nullptr;
   // Last callback, once, from Stop().
-  std::function<void()> on_shutdown;
+  std::function<void()> on_shutdown = nullptr;
 };
 
 struct LeaderStatus {
@@ -214,7 +214,8 @@ class Leader {
   // lease (waiting up to `timeout` for the store), then on_shutdown runs. Returns once no
   // callback runs or will run; DeadlineExceeded when that took longer than `timeout` (the
   // remaining steps still finish in the background). Idempotent. From inside one of this
-  // leader's own callbacks it starts the stop and returns without waiting. Not on the
+  // leader's own callbacks, or from any job on the runtime's offload pool, it starts the stop
+  // and returns without waiting (waiting could wait for that very thread). Not on the
   // control thread (FailedPrecondition).
   absl::Status Stop(absl::Duration timeout = absl::Seconds(10));
 
