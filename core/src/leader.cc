@@ -387,10 +387,10 @@ struct Leader::Core : std::enable_shared_from_this<Core> {
     if (r->leader.has_value()) {
       const LeaderRecord& record = *r->leader;
       if (record.node == options.node_id && record.lease == lease) {
-        // Ours: after a demotion by the deadline, the record survived in the store and the
-        // lease was renewed, so nobody else can have led meanwhile; a resigned term is
-        // never taken back (its deletion is on its way).
-        if (!leading && record.term != resigned_term) BecomeLeader(record.term);
+        // Ours but not led: a leadership that ended (demoted by its deadline while the store
+        // kept the record, or won too late to trust) or was resigned. A term is never led
+        // twice: the record is deleted, and the next campaign makes a new term.
+        if (!leading && record.term != resigned_term) ResignRecord(record.term);
       } else {
         if (leading) Demote(DemotionCause::kSuperseded);
         SeeLeader(record.node, record.term);
@@ -575,6 +575,15 @@ struct Leader::Core : std::enable_shared_from_this<Core> {
     return ToNanos(runtime.clock().Now()) < deadline_ns.load(std::memory_order_relaxed);
   }
 
+  // Deletes the leader record of `t` (ours, not led) so that no term is led twice.
+  void ResignRecord(int64_t t) {
+    resigned_term = t;
+    auto self = shared_from_this();
+    store->Resign(runtime, options.election, t, [self](absl::Status s) {
+      if (!s.ok()) self->StoreError("resign", s);
+    });
+  }
+
   // ---------------- resign and stop ----------------
   absl::Status ResignOnLoop() {
     if (stopping) return absl::FailedPreconditionError("the leader has stopped");
@@ -583,13 +592,9 @@ struct Leader::Core : std::enable_shared_from_this<Core> {
           "node '", options.node_id, "' does not lead election '", options.election, "'"));
     }
     const int64_t t = term;
-    resigned_term = t;
     Demote(DemotionCause::kResigned);
     holdoff_until = AddDuration(Now(), options.resign_holdoff);
-    auto self = shared_from_this();
-    store->Resign(runtime, options.election, t, [self](absl::Status s) {
-      if (!s.ok()) self->StoreError("resign", s);
-    });
+    ResignRecord(t);
     return absl::OkStatus();
   }
 

@@ -4,11 +4,13 @@
 //               --ttl=2s --heartbeat=500ms --file=/tmp/report.log
 //   leader_node --store=memory --node=a,b,c --run-for=10s      # three nodes in one process
 //
-// The leader-only job appends "<term> <node> <monotonic ns>" lines to a shared file every
-// --work interval. The file plays the part of a downstream store that fences: under an
+// The leader-only job appends "<term> <node> <decided ns>" lines to a shared file every
+// --work interval, where "decided" is the instant the node decided to write, right before it
+// checked `HoldsLease()`. The file plays the part of a downstream store that fences: under an
 // exclusive flock it reads the highest term written so far and refuses a write with a lower
-// one (printed as a "fenced" event). A correct leader never gets there: it stops acting
-// before anyone else can take over.
+// one (printed as a "fenced" event with its decided_ns). A correct leader decides only while
+// it holds its lease; only a pause between its decision and its write can bring a stale
+// write to the fence, and the fence refuses it.
 //
 // stdout: one JSON object per line and event, flushed at once: start, elected, demoted,
 // leader (the leader this node sees changed), cluster (live members changed), fenced, stop.
@@ -84,7 +86,8 @@ std::string Quote(const std::string& s) {
 
 // The fenced append: returns the highest term in the file before this write, or -1 when the
 // write went through. Errors go to stderr and count as not written.
-int64_t FencedAppend(const std::string& path, int64_t term, const std::string& node) {
+int64_t FencedAppend(const std::string& path, int64_t term, const std::string& node,
+                     int64_t decided_ns) {
   const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (fd < 0) {
     std::fprintf(stderr, "leader_node: open %s: %s\n", path.c_str(), std::strerror(errno));
@@ -108,7 +111,7 @@ int64_t FencedAppend(const std::string& path, int64_t term, const std::string& n
     if (term < highest) {
       result = highest;
     } else {
-      const std::string line = absl::StrCat(term, " ", node, " ", NowNs(), "\n");
+      const std::string line = absl::StrCat(term, " ", node, " ", decided_ns, "\n");
       if (::write(fd, line.data(), line.size()) != static_cast<ssize_t>(line.size())) {
         std::fprintf(stderr, "leader_node: write %s: %s\n", path.c_str(), std::strerror(errno));
         result = -2;
@@ -124,6 +127,9 @@ struct Node {
   std::string id;
   std::unique_ptr<keel::Runtime> runtime;
   std::unique_ptr<keel::Leader> leader;
+  // The leader as the tick sees it: published (release) once Start returned; the first tick
+  // may run before that (acquire: pairs with the store in main).
+  std::atomic<keel::Leader*> published{nullptr};
   std::atomic<uint64_t> writes{0};
   std::atomic<uint64_t> fenced{0};
 };
@@ -158,8 +164,11 @@ keel::LeaderCallbacks Callbacks(Node* node, const Flags& flags) {
     if (file.empty()) return absl::InfiniteDuration();
     // Checked right before acting: false once the believed lease has run out, even if the
     // control thread has not demoted yet (just after a pause).
-    if (!node->leader->HoldsLease()) return work;
-    const int64_t refused = FencedAppend(file, tick.term, node->id);
+    keel::Leader* leader = node->published.load(std::memory_order_acquire);
+    if (leader == nullptr) return absl::Milliseconds(1);
+    const int64_t decided = NowNs();
+    if (!leader->HoldsLease()) return work;
+    const int64_t refused = FencedAppend(file, tick.term, node->id, decided);
     if (refused == -1) {
       node->writes.fetch_add(1, std::memory_order_relaxed);
     } else if (refused >= 0) {
@@ -278,6 +287,7 @@ int main(int argc, char** argv) {
       return 2;
     }
     node->leader = std::move(*leader);
+    node->published.store(node->leader.get(), std::memory_order_release);
     nodes.push_back(std::move(node));
   }
 

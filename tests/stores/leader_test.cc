@@ -290,6 +290,24 @@ TEST(LeaderTest, ALeaderCutOffFromTheStoreDemotesAtItsMarginAndNobodyElseLeads) 
   EXPECT_TRUE(leaders[0]->leader->Status().last_error.ok());
 }
 
+TEST(LeaderTest, ALeaderDemotedWhileTheStoreKeptItsRecordNeverLeadsThatTermAgain) {
+  Cluster c;
+  auto& a = c.Add("a");
+  c.Add("b");
+  const int64_t term = a.leader->Term();
+  // Out of reach past renewal + ttl - margin, back before the store's lease lapses.
+  c.store().SetAvailable(false);
+  c.Advance(kTtl - kMargin);
+  ASSERT_FALSE(a.leader->IsLeader());
+  c.store().SetAvailable(true);
+  c.Advance(kBeat * 3);
+  auto leaders = c.Leaders();
+  ASSERT_EQ(leaders.size(), 1u);
+  EXPECT_GT(leaders[0]->leader->Term(), term) << "a new leadership, a new term";
+  ASSERT_TRUE(Eventually([&] { return a.events.CountPrefix("demoted ") == 1; }));
+  EXPECT_EQ(a.events.CountPrefix(absl::StrCat("elected ", term)), 1u);
+}
+
 TEST(LeaderTest, APauseLongerThanTheLeaseDemotesBeforeTheLeaderActsAgain) {
   Cluster c;
   std::atomic<int> ticks_after_resume{0};

@@ -6,8 +6,10 @@
 // membership is the set of live heartbeats. One node holds the leader record, attached to its
 // lease; when that lease lapses (the leader died, paused, or lost the store) the record
 // vanishes and a follower's next heartbeat campaigns and takes over. Each leadership gets a
-// term that only grows (the store's revision of the leader record): leader-only work carries
-// it, so that a store downstream can reject writes from a stale leader (fencing).
+// term that only grows (the store's revision of the leader record), and no term is led twice
+// (a node demoted while the store kept its record deletes the record and campaigns anew):
+// leader-only work carries it, so that a store downstream can reject writes from a stale
+// leader (fencing).
 //
 //   auto leader = keel::Leader::Start(*runtime, store,
 //       {.election = "billing-cron", .node_id = "node-a", .ttl = absl::Seconds(6),
