@@ -43,7 +43,7 @@ def counters(b):
 
 
 # Counters shown first, in this order, when present; the others follow in the order seen.
-COUNTER_ORDER = ("p50_ns", "p99_ns", "p999_ns", "max_ns")
+COUNTER_ORDER = ("p50_ns", "p99_ns", "p999_ns", "max_ns", "median_ms", "max_ms", "target_ms")
 
 
 def format_counter(v):
