@@ -56,9 +56,6 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <sys/prctl.h>
-#include <sys/syscall.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -69,23 +66,22 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
-#include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <functional>
 #include <limits>
 #include <random>
-#include <sstream>
 #include <string>
 #include <string_view>
 #include <thread>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "benchmark/benchmark.h"
 #include "support/etcd.h"
+#include "support/process.h"
 #include "support/temp_dir.h"
 
 namespace {
@@ -177,56 +173,23 @@ class Nodes {
   const std::vector<Event>& events() const { return events_; }
 
   // Starts node `i` (a new incarnation): stdout to a pipe read by Pump(), stderr appended to
-  // the run's log. The child dies with this thread (PR_SET_PDEATHSIG).
+  // the run's log. The child dies with this thread (support/process.h).
   absl::Status Start(int i) {
     Proc& p = procs_[i];
     // What the previous incarnation printed before it died is read first, and counted as its.
     while (p.fd >= 0) Pump(100);
     std::vector<std::string> args = args_;
     args.push_back(absl::StrCat("--node=", p.id));
-    std::vector<char*> argv;
-    for (std::string& arg : args) argv.push_back(arg.data());
-    argv.push_back(nullptr);
     int out[2];
-    if (pipe2(out, O_CLOEXEC) != 0) return Errno("pipe2");
-    const int err_fd = open(stderr_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    const int null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    if (err_fd < 0 || null_fd < 0) {
-      const absl::Status status = Errno("open");
-      for (int fd : {out[0], out[1], err_fd, null_fd}) {
-        if (fd >= 0) close(fd);
-      }
-      return status;
-    }
-    const pid_t parent = getpid();
-    const pid_t pid = fork();
-    if (pid == 0) {
-      // Async-signal-safe calls only, until exec.
-      prctl(PR_SET_PDEATHSIG, SIGKILL);
-      if (getppid() != parent) _exit(126);
-      if (dup2(null_fd, STDIN_FILENO) < 0 || dup2(out[1], STDOUT_FILENO) < 0 ||
-          dup2(err_fd, STDERR_FILENO) < 0) {
-        _exit(126);
-      }
-      if (syscall(SYS_close_range, 3u, ~0u, 0u) != 0) {
-        for (int fd = 3; fd < 1024; ++fd) close(fd);
-      }
-      sigset_t none;
-      sigemptyset(&none);
-      sigprocmask(SIG_SETMASK, &none, nullptr);
-      execv(argv[0], argv.data());
-      _exit(127);
-    }
-    const int fork_errno = errno;
-    close(out[1]);
-    close(err_fd);
-    close(null_fd);
-    if (pid < 0) {
+    if (pipe2(out, O_CLOEXEC) != 0) return keel::testing::ErrnoError("pipe2", errno);
+    absl::StatusOr<pid_t> pid =
+        keel::testing::Spawn(args, {.stderr_path = stderr_path_, .stdout_fd = out[1]});
+    close(out[1]);  // the child's copy is its stdout; EOF on out[0] once it is gone
+    if (!pid.ok()) {
       close(out[0]);
-      errno = fork_errno;
-      return Errno("fork");
+      return pid.status();
     }
-    p.pid = pid;
+    p.pid = *pid;
     p.fd = out[0];
     p.partial.clear();
     ++p.incarnation;
@@ -238,8 +201,7 @@ class Nodes {
   int64_t Kill(int i) {
     Proc& p = procs_[i];
     const int64_t at = MonoNowNs();
-    kill(p.pid, SIGKILL);
-    Reap(p.pid);
+    keel::testing::KillAndReap(p.pid);
     p.pid = -1;
     events_.push_back({.kind = "killed", .node = i, .incarnation = p.incarnation, .at_ns = at});
     return at;
@@ -271,13 +233,11 @@ class Nodes {
     const int64_t give_up = MonoNowNs() + absl::ToInt64Nanoseconds(kStopTimeout);
     for (Proc& p : procs_) {
       while (p.pid > 0 && MonoNowNs() < give_up) {
-        int status = 0;
-        if (waitpid(p.pid, &status, WNOHANG) == p.pid) p.pid = -1;
+        if (keel::testing::WaitForExit(p.pid, absl::ZeroDuration()).has_value()) p.pid = -1;
         if (p.pid > 0) Pump(10);  // keeps the pipes drained while the nodes stop
       }
       if (p.pid > 0) {
-        kill(p.pid, SIGKILL);
-        Reap(p.pid);
+        keel::testing::KillAndReap(p.pid);
         p.pid = -1;
       }
       if (p.fd >= 0) close(p.fd);
@@ -293,16 +253,6 @@ class Nodes {
     int incarnation = -1;
     std::string partial = "";  // the start of a line not yet complete
   };
-
-  static absl::Status Errno(const char* what) {
-    return absl::InternalError(absl::StrCat(what, ": ", std::strerror(errno)));
-  }
-
-  static void Reap(pid_t pid) {
-    int status = 0;
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-    }
-  }
 
   // Waits up to `timeout_ms` for output, then reads what is there and parses whole lines.
   void Pump(int timeout_ms) {
@@ -448,15 +398,6 @@ bool AllJoined(const Nodes& nodes) {
   return cluster != nullptr && cluster->members == kNodes;
 }
 
-std::string FileTail(const std::string& path, size_t max_bytes) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream all;
-  all << in.rdbuf();
-  std::string text = all.str();
-  if (text.size() > max_bytes) text = "..." + text.substr(text.size() - max_bytes);
-  return text;
-}
-
 // Fails the row: the message and the nodes' last events and stderr go to stderr.
 void Fail(benchmark::State& state, const Nodes* nodes, const std::string& stderr_path,
           const std::string& message) {
@@ -473,7 +414,8 @@ void Fail(benchmark::State& state, const Nodes* nodes, const std::string& stderr
                        ? absl::StrCat("killed ", nodes->id(e.node), " at ", e.at_ns).c_str()
                        : e.line.c_str());
     }
-    std::fprintf(stderr, "leader_node stderr:\n%s\n", FileTail(stderr_path, 4096).c_str());
+    std::fprintf(stderr, "leader_node stderr:\n%s\n",
+                 keel::testing::FileTail(stderr_path, 4096).c_str());
   }
   state.SkipWithError(message.c_str());
 }

@@ -12,14 +12,13 @@
 //
 // Unlike the unit tests, this one lets real time pass (STYLE.md's exception for end-to-end
 // tests against real servers): every wait polls the output files every 20 ms up to a deadline.
-#include <fcntl.h>
 #include <signal.h>
-#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -32,6 +31,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
@@ -39,6 +39,7 @@
 #include "gtest/gtest.h"
 #include "support/etcd.h"
 #include "support/leader_log.h"
+#include "support/process.h"
 #include "support/temp_dir.h"
 
 #ifndef KEEL_LEADER_NODE
@@ -88,12 +89,6 @@ int64_t NowNs() {
 
 std::string Ms(int64_t ns) { return absl::StrCat(ns / kMs, " ms"); }
 
-std::string DescribeExit(int status) {
-  if (WIFEXITED(status)) return absl::StrCat("exit code ", WEXITSTATUS(status));
-  if (WIFSIGNALED(status)) return absl::StrCat("killed by signal ", WTERMSIG(status));
-  return absl::StrCat("wait status ", status);
-}
-
 // Polls `done` every 20 ms until it holds or `timeout_ns` passed; true when it held.
 bool PollUntil(int64_t timeout_ns, const std::function<bool()>& done) {
   const int64_t until = NowNs() + timeout_ns;
@@ -105,13 +100,14 @@ bool PollUntil(int64_t timeout_ns, const std::function<bool()>& done) {
 }
 
 // One leader_node process: stdout to `<dir>/<node>.<incarnation>.jsonl`, stderr beside it.
+// It dies with the test's main thread, which started it (support/process.h).
 struct NodeProcess {
   std::string node;
   std::string out_path;
   std::string err_path;
   pid_t pid = -1;
   bool running = false;
-  std::string exited;                // how it ended, once reaped
+  std::string exited;                // how it ended, once reaped (or why it never started)
   std::optional<int64_t> killed_ns;  // when it was SIGKILLed and reaped
 
   std::vector<LeaderEvent> Events() const { return testing::ReadLeaderLog(out_path); }
@@ -137,11 +133,7 @@ class Cluster {
   ~Cluster() {
     for (NodeProcess& p : processes_) {
       if (!p.running) continue;
-      ::kill(p.pid, SIGKILL);
-      ::kill(p.pid, SIGCONT);
-      int status = 0;
-      while (::waitpid(p.pid, &status, 0) < 0 && errno == EINTR) {
-      }
+      testing::KillAndReap(p.pid);
       p.running = false;
     }
   }
@@ -156,31 +148,18 @@ class Cluster {
     for (const NodeProcess& q : processes_) incarnation += q.node == node ? 1 : 0;
     p.out_path = absl::StrCat(dir_, "/", node, ".", incarnation, ".jsonl");
     p.err_path = absl::StrCat(dir_, "/", node, ".", incarnation, ".err");
-    // Everything the child needs is built before fork: between fork and exec it makes only
-    // async-signal-safe calls.
-    std::vector<std::string> args = {
+    const std::vector<std::string> args = {
         KEEL_LEADER_NODE,    "--store=etcd",      "--endpoints=" + endpoint_,
         "--name=chaos",      "--node=" + node,    "--ttl=2s",
         "--heartbeat=500ms", "--file=" + shared_, "--work=50ms"};
-    std::vector<char*> argv;
-    for (std::string& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    const pid_t parent = ::getpid();
-    const pid_t pid = ::fork();
-    if (pid == 0) {
-      // Dies with the test (with the thread that forked it: the test's main thread).
-      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-      if (::getppid() != parent) ::_exit(125);
-      const int out = ::open(p.out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-      const int err = ::open(p.err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-      if (out < 0 || err < 0) ::_exit(126);
-      ::dup2(out, STDOUT_FILENO);
-      ::dup2(err, STDERR_FILENO);
-      ::execv(argv[0], argv.data());
-      ::_exit(127);
+    absl::StatusOr<pid_t> pid =
+        testing::Spawn(args, {.stdout_path = p.out_path, .stderr_path = p.err_path});
+    if (pid.ok()) {
+      p.pid = *pid;
+      p.running = true;
+    } else {
+      p.exited = absl::StrCat("not started: ", pid.status().ToString());
     }
-    p.pid = pid;
-    p.running = pid > 0;
     processes_.push_back(std::move(p));
     return processes_.size() - 1;
   }
@@ -245,10 +224,7 @@ class Cluster {
   int64_t Kill(size_t index) {
     NodeProcess& p = processes_[index];
     const int64_t before = NowNs();
-    ::kill(p.pid, SIGKILL);
-    int status = 0;
-    while (::waitpid(p.pid, &status, 0) < 0 && errno == EINTR) {
-    }
+    testing::KillAndReap(p.pid);
     p.running = false;
     p.exited = "SIGKILLed by the test";
     p.killed_ns = NowNs();  // it cannot have acted later than this
@@ -259,13 +235,10 @@ class Cluster {
   std::string Freeze(size_t index) {
     NodeProcess& p = processes_[index];
     if (::kill(p.pid, SIGSTOP) != 0) return absl::StrCat("kill(SIGSTOP) failed, errno ", errno);
-    int status = 0;
-    pid_t r;
-    while ((r = ::waitpid(p.pid, &status, WUNTRACED)) < 0 && errno == EINTR) {
-    }
-    if (r == p.pid && WIFSTOPPED(status)) return "";
+    const int status = *testing::WaitForChange(p.pid, WUNTRACED, absl::InfiniteDuration());
+    if (WIFSTOPPED(status)) return "";
     p.running = false;
-    p.exited = DescribeExit(status);
+    p.exited = testing::DescribeWaitStatus(status);
     return absl::StrCat(p.out_path, " exited by itself before it could be frozen (", p.exited,
                         ", see ", p.err_path, ")");
   }
@@ -275,10 +248,11 @@ class Cluster {
   std::string ReapExited() {
     std::string out;
     for (NodeProcess& p : processes_) {
-      int status = 0;
-      if (!p.running || ::waitpid(p.pid, &status, WNOHANG) != p.pid) continue;
+      if (!p.running) continue;
+      const std::optional<int> status = testing::WaitForExit(p.pid, absl::ZeroDuration());
+      if (!status.has_value()) continue;
       p.running = false;
-      p.exited = DescribeExit(status);
+      p.exited = testing::DescribeWaitStatus(*status);
       absl::StrAppend(&out, p.out_path, " exited by itself (", p.exited, ", see ", p.err_path,
                       "); ");
     }
@@ -291,22 +265,16 @@ class Cluster {
     for (size_t k : Running()) ::kill(processes_[k].pid, SIGTERM);
     for (size_t k : Running()) {
       NodeProcess& p = processes_[k];
-      int status = 0;
-      pid_t r = 0;
-      PollUntil(10'000 * kMs, [&] {
-        r = ::waitpid(p.pid, &status, WNOHANG);
-        return r != 0;
-      });
-      if (r == 0) {
+      std::optional<int> status = testing::WaitForExit(p.pid, absl::Seconds(10));
+      if (!status.has_value()) {
         problems.push_back(absl::StrCat(p.out_path, ": did not exit within 10 s of SIGTERM"));
-        ::kill(p.pid, SIGKILL);
+        status = testing::KillAndReap(p.pid);
         p.killed_ns = NowNs();
-        while (::waitpid(p.pid, &status, 0) < 0 && errno == EINTR) {
-        }
-      } else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-        problems.push_back(absl::StrCat(p.out_path, ": ", DescribeExit(status), " after SIGTERM"));
+      } else if (!WIFEXITED(*status) || WEXITSTATUS(*status) != 0) {
+        problems.push_back(
+            absl::StrCat(p.out_path, ": ", testing::DescribeWaitStatus(*status), " after SIGTERM"));
       }
-      p.exited = DescribeExit(status);
+      p.exited = testing::DescribeWaitStatus(*status);
       p.running = false;
     }
     return problems;
@@ -365,7 +333,8 @@ TEST(LeaderChaosTest, OneLeaderAtATimeThroughKillsPausesAndAnEtcdOutage) {
   Cluster cluster(dir, (*etcd)->Endpoint());
   TailsOnFailure tails{cluster, **etcd, dir};
   for (int n = 1; n <= kNodes; ++n) cluster.Start(absl::StrCat("n", n));
-  ASSERT_EQ(cluster.Running().size(), static_cast<size_t>(kNodes)) << "fork failed";
+  ASSERT_EQ(cluster.Running().size(), static_cast<size_t>(kNodes))
+      << "a leader_node did not start (the tails below say why)";
 
   // The moments of the kill and of the freeze are picked at random within a heartbeat, so that
   // the rounds see the leader at different points of its renewal cycle.

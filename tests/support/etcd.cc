@@ -1,27 +1,16 @@
 // Test support: a real etcd on 127.0.0.1 (see etcd.h).
 #include "support/etcd.h"
 
-#include <arpa/inet.h>
 #include <curl/curl.h>
-#include <fcntl.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/prctl.h>
-#include <sys/socket.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <array>
 #include <cerrno>
 #include <charconv>
 #include <chrono>
-#include <cstdlib>
-#include <cstring>
-#include <fstream>
 #include <optional>
-#include <sstream>
 #include <system_error>
 #include <thread>
 
@@ -30,6 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "support/process.h"
 #include "support/temp_dir.h"
 
 namespace keel::testing {
@@ -46,130 +36,6 @@ constexpr auto kPollPeriod = std::chrono::milliseconds(10);
 
 // Debian's abseil has its own string_view; StrCat takes it, not std::string_view.
 absl::string_view Sv(std::string_view s) { return absl::string_view(s.data(), s.size()); }
-
-std::string ErrnoText(int err) { return std::error_code(err, std::generic_category()).message(); }
-
-absl::Status ErrnoError(std::string_view what, int err) {
-  return absl::InternalError(absl::StrCat(Sv(what), ": ", ErrnoText(err)));
-}
-
-// The last `max_bytes` of the file at `path`, "" when it cannot be read.
-std::string FileTail(const std::filesystem::path& path, size_t max_bytes) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return "";
-  std::ostringstream all;
-  all << in.rdbuf();
-  std::string text = all.str();
-  if (text.size() > max_bytes) text = "..." + text.substr(text.size() - max_bytes);
-  return text;
-}
-
-// Two distinct ports nobody listens on right now: bind port 0 on 127.0.0.1 twice (both
-// sockets open at once, so the ports differ), read them, close. Another process may take one
-// before etcd binds it; Start retries then.
-absl::StatusOr<std::array<uint16_t, 2>> PickFreePorts() {
-  std::array<int, 2> fds = {-1, -1};
-  std::array<uint16_t, 2> ports = {0, 0};
-  absl::Status status;
-  for (size_t i = 0; i < fds.size() && status.ok(); ++i) {
-    fds[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fds[i] < 0) {
-      status = ErrnoError("socket", errno);
-      break;
-    }
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    addr.sin_port = 0;
-    socklen_t len = sizeof(addr);
-    if (bind(fds[i], reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
-        getsockname(fds[i], reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-      status = ErrnoError("bind 127.0.0.1:0", errno);
-      break;
-    }
-    ports[i] = ntohs(addr.sin_port);
-  }
-  for (int fd : fds) {
-    if (fd >= 0) close(fd);
-  }
-  if (!status.ok()) return status;
-  return ports;
-}
-
-// Starts `argv[0]` with stdin from /dev/null and stdout and stderr appended to `log_path`.
-// The child dies with the thread that started it (PR_SET_PDEATHSIG), so a killed test leaves
-// no server behind.
-absl::StatusOr<pid_t> Spawn(const std::vector<std::string>& args,
-                            const std::filesystem::path& log_path) {
-  // Everything the child needs is prepared here: between fork and exec it may only make
-  // async-signal-safe calls (the parent has other threads).
-  std::vector<char*> argv;
-  for (const std::string& arg : args) argv.push_back(const_cast<char*>(arg.c_str()));
-  argv.push_back(nullptr);
-  const int log_fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-  if (log_fd < 0) return ErrnoError(absl::StrCat("open ", log_path.string()), errno);
-  const int null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-  if (null_fd < 0) {
-    const int err = errno;
-    close(log_fd);
-    return ErrnoError("open /dev/null", err);
-  }
-  const pid_t parent = getpid();
-  const pid_t pid = fork();
-  if (pid == 0) {
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() != parent) _exit(126);  // the parent died before prctl
-    // dup2 clears FD_CLOEXEC on the copies; every other descriptor closes here or at exec.
-    if (dup2(null_fd, STDIN_FILENO) < 0 || dup2(log_fd, STDOUT_FILENO) < 0 ||
-        dup2(log_fd, STDERR_FILENO) < 0) {
-      _exit(126);
-    }
-    if (syscall(SYS_close_range, 3u, ~0u, 0u) != 0) {
-      for (int fd = 3; fd < 1024; ++fd) close(fd);
-    }
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, nullptr);
-    execv(argv[0], argv.data());
-    _exit(127);
-  }
-  const int fork_errno = errno;
-  close(log_fd);
-  close(null_fd);
-  if (pid < 0) return ErrnoError("fork", fork_errno);
-  return pid;
-}
-
-// Waits up to `timeout` for `pid` to exit; its wait status, or nullopt if it still runs.
-std::optional<int> WaitForExit(pid_t pid, absl::Duration timeout) {
-  const auto deadline = std::chrono::steady_clock::now() + absl::ToChronoNanoseconds(timeout);
-  for (;;) {
-    int status = 0;
-    const pid_t r = waitpid(pid, &status, WNOHANG);
-    if (r == pid) return status;
-    if (r < 0 && errno != EINTR) return -1;  // not our child any more: nothing to wait for
-    if (std::chrono::steady_clock::now() >= deadline) return std::nullopt;
-    std::this_thread::sleep_for(kPollPeriod);
-  }
-}
-
-// Kills `pid` with `signal` (and SIGCONT, so a stopped process gets it), waits up to
-// `timeout`, then SIGKILLs it and reaps it.
-void StopProcess(pid_t pid, int signal, absl::Duration timeout) {
-  kill(pid, signal);
-  kill(pid, SIGCONT);
-  if (WaitForExit(pid, timeout).has_value()) return;
-  kill(pid, SIGKILL);
-  int status = 0;
-  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
-}
-
-std::string DescribeWaitStatus(int status) {
-  if (WIFEXITED(status)) return absl::StrCat("exit code ", WEXITSTATUS(status));
-  if (WIFSIGNALED(status)) return absl::StrCat("signal ", WTERMSIG(status));
-  return absl::StrCat("wait status ", status);
-}
 
 size_t AppendToString(char* data, size_t size, size_t count, void* user) {
   static_cast<std::string*>(user)->append(data, size * count);
@@ -260,7 +126,7 @@ absl::StatusOr<std::unique_ptr<EtcdServer>> EtcdServer::Start(EtcdOptions option
   server->dir_ = dir;
   absl::Status launched;
   for (int attempt = 1; attempt <= kPortAttempts; ++attempt) {
-    absl::StatusOr<std::array<uint16_t, 2>> ports = PickFreePorts();
+    absl::StatusOr<std::vector<uint16_t>> ports = PickFreePorts(2);
     if (!ports.ok()) return ports.status();
     server->port_ = (*ports)[0];
     server->peer_port_ = (*ports)[1];
@@ -344,7 +210,7 @@ void EtcdServer::Stop() {
 
 void EtcdServer::Kill() {
   if (pid_ <= 0) return;
-  StopProcess(pid_, SIGKILL, kStopTimeout);
+  KillAndReap(pid_);
   pid_ = -1;
   paused_ = false;
 }
@@ -359,23 +225,15 @@ absl::Status EtcdServer::Pause() {
   if (paused_) return absl::FailedPreconditionError("cannot pause etcd: it is already paused");
   if (kill(pid_, SIGSTOP) != 0) return ErrnoError("kill SIGSTOP", errno);
   // waitpid reports the child's stop (WUNTRACED), so Pause returns once it has stopped.
-  const auto deadline =
-      std::chrono::steady_clock::now() + absl::ToChronoNanoseconds(kSignalTimeout);
-  for (;;) {
-    int status = 0;
-    const pid_t r = waitpid(pid_, &status, WUNTRACED | WNOHANG);
-    if (r == pid_ && WIFSTOPPED(status)) break;
-    if (r == pid_) {
-      pid_ = -1;
-      return absl::UnavailableError(
-          absl::StrCat("etcd exited (", DescribeWaitStatus(status),
-                       ") instead of pausing; its log says: ", LogTail()));
-    }
-    if (r < 0 && errno != EINTR) return ErrnoError("waitpid", errno);
-    if (std::chrono::steady_clock::now() >= deadline) {
-      return absl::DeadlineExceededError("etcd did not stop within 5s of SIGSTOP");
-    }
-    std::this_thread::sleep_for(kPollPeriod);
+  const std::optional<int> status = WaitForChange(pid_, WUNTRACED, kSignalTimeout);
+  if (!status.has_value()) {
+    return absl::DeadlineExceededError("etcd did not stop within 5s of SIGSTOP");
+  }
+  if (*status == -1) return ErrnoError("waitpid", errno);
+  if (!WIFSTOPPED(*status)) {
+    pid_ = -1;
+    return absl::UnavailableError(absl::StrCat("etcd exited (", DescribeWaitStatus(*status),
+                                               ") instead of pausing; its log says: ", LogTail()));
   }
   paused_ = true;
   return absl::OkStatus();
@@ -385,24 +243,16 @@ absl::Status EtcdServer::Resume() {
   if (pid_ <= 0) return absl::FailedPreconditionError("cannot resume etcd: it is not running");
   if (!paused_) return absl::FailedPreconditionError("cannot resume etcd: it is not paused");
   if (kill(pid_, SIGCONT) != 0) return ErrnoError("kill SIGCONT", errno);
-  const auto deadline =
-      std::chrono::steady_clock::now() + absl::ToChronoNanoseconds(kSignalTimeout);
-  for (;;) {
-    int status = 0;
-    const pid_t r = waitpid(pid_, &status, WCONTINUED | WNOHANG);
-    if (r == pid_ && WIFCONTINUED(status)) break;
-    if (r == pid_ && !WIFSTOPPED(status)) {
-      pid_ = -1;
-      paused_ = false;
-      return absl::UnavailableError(
-          absl::StrCat("etcd exited (", DescribeWaitStatus(status),
-                       ") instead of resuming; its log says: ", LogTail()));
-    }
-    if (r < 0 && errno != EINTR) return ErrnoError("waitpid", errno);
-    if (std::chrono::steady_clock::now() >= deadline) {
-      return absl::DeadlineExceededError("etcd did not continue within 5s of SIGCONT");
-    }
-    std::this_thread::sleep_for(kPollPeriod);
+  const std::optional<int> status = WaitForChange(pid_, WCONTINUED, kSignalTimeout);
+  if (!status.has_value()) {
+    return absl::DeadlineExceededError("etcd did not continue within 5s of SIGCONT");
+  }
+  if (*status == -1) return ErrnoError("waitpid", errno);
+  if (!WIFCONTINUED(*status)) {  // without WUNTRACED, waitpid reports no stop: it exited
+    pid_ = -1;
+    paused_ = false;
+    return absl::UnavailableError(absl::StrCat("etcd exited (", DescribeWaitStatus(*status),
+                                               ") instead of resuming; its log says: ", LogTail()));
   }
   paused_ = false;
   return absl::OkStatus();

@@ -2,22 +2,18 @@
 #include "support/nginx.h"
 
 #include <arpa/inet.h>
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <fstream>
-#include <sstream>
 #include <system_error>
 #include <thread>
 #include <vector>
@@ -25,6 +21,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/string_view.h"
+#include "support/process.h"
 
 namespace keel::testing {
 namespace {
@@ -37,43 +34,6 @@ constexpr auto kPollPeriod = std::chrono::milliseconds(10);
 
 // Debian's abseil has its own string_view; StrCat takes it, not std::string_view.
 absl::string_view Sv(std::string_view s) { return absl::string_view(s.data(), s.size()); }
-
-std::string ErrnoText(int err) { return std::error_code(err, std::generic_category()).message(); }
-
-absl::Status ErrnoError(std::string_view what, int err) {
-  return absl::InternalError(absl::StrCat(Sv(what), ": ", ErrnoText(err)));
-}
-
-// The last `max_bytes` of the file at `path`, "" when it cannot be read.
-std::string FileTail(const std::filesystem::path& path, size_t max_bytes) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return "";
-  std::ostringstream all;
-  all << in.rdbuf();
-  std::string text = all.str();
-  if (text.size() > max_bytes) text = "..." + text.substr(text.size() - max_bytes);
-  return text;
-}
-
-// A port nobody listens on right now: bind port 0 on 127.0.0.1, read it, close. Another
-// process may take it before nginx binds it; Start retries then.
-absl::StatusOr<uint16_t> PickFreePort() {
-  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return ErrnoError("socket", errno);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  socklen_t len = sizeof(addr);
-  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
-      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    const int err = errno;
-    close(fd);
-    return ErrnoError("bind 127.0.0.1:0", err);
-  }
-  close(fd);
-  return ntohs(addr.sin_port);
-}
 
 // True when something accepts TCP connections on 127.0.0.1:port.
 bool AcceptsConnections(uint16_t port) {
@@ -88,79 +48,6 @@ bool AcceptsConnections(uint16_t port) {
   return connected;
 }
 
-// Starts `argv[0]` with stdin from /dev/null and stdout and stderr appended to `log_path`.
-// The child dies with the thread that started it (PR_SET_PDEATHSIG), so a killed test leaves
-// no server behind.
-absl::StatusOr<pid_t> Spawn(const std::vector<std::string>& args,
-                            const std::filesystem::path& log_path) {
-  // Everything the child needs is prepared here: between fork and exec it may only make
-  // async-signal-safe calls (the parent has other threads).
-  std::vector<char*> argv;
-  for (const std::string& arg : args) argv.push_back(const_cast<char*>(arg.c_str()));
-  argv.push_back(nullptr);
-  const int log_fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-  if (log_fd < 0) return ErrnoError(absl::StrCat("open ", log_path.string()), errno);
-  const int null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-  if (null_fd < 0) {
-    const int err = errno;
-    close(log_fd);
-    return ErrnoError("open /dev/null", err);
-  }
-  const pid_t parent = getpid();
-  const pid_t pid = fork();
-  if (pid == 0) {
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() != parent) _exit(126);  // the parent died before prctl
-    // dup2 clears FD_CLOEXEC on the copies; every other descriptor closes here or at exec.
-    if (dup2(null_fd, STDIN_FILENO) < 0 || dup2(log_fd, STDOUT_FILENO) < 0 ||
-        dup2(log_fd, STDERR_FILENO) < 0) {
-      _exit(126);
-    }
-    if (syscall(SYS_close_range, 3u, ~0u, 0u) != 0) {
-      for (int fd = 3; fd < 1024; ++fd) close(fd);
-    }
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, nullptr);
-    execv(argv[0], argv.data());
-    _exit(127);
-  }
-  const int fork_errno = errno;
-  close(log_fd);
-  close(null_fd);
-  if (pid < 0) return ErrnoError("fork", fork_errno);
-  return pid;
-}
-
-// Waits up to `timeout` for `pid` to exit; its wait status, or nullopt if it still runs.
-std::optional<int> WaitForExit(pid_t pid, absl::Duration timeout) {
-  const auto deadline = std::chrono::steady_clock::now() + absl::ToChronoNanoseconds(timeout);
-  for (;;) {
-    int status = 0;
-    const pid_t r = waitpid(pid, &status, WNOHANG);
-    if (r == pid) return status;
-    if (r < 0 && errno != EINTR) return -1;  // not our child any more: nothing to wait for
-    if (std::chrono::steady_clock::now() >= deadline) return std::nullopt;
-    std::this_thread::sleep_for(kPollPeriod);
-  }
-}
-
-// Kills `pid` with `signal`, waits up to `timeout`, then SIGKILLs it and reaps it.
-void StopProcess(pid_t pid, int signal, absl::Duration timeout) {
-  kill(pid, signal);
-  if (WaitForExit(pid, timeout).has_value()) return;
-  kill(pid, SIGKILL);
-  int status = 0;
-  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
-}
-
-std::string DescribeWaitStatus(int status) {
-  if (WIFEXITED(status)) return absl::StrCat("exit code ", WEXITSTATUS(status));
-  if (WIFSIGNALED(status)) return absl::StrCat("signal ", WTERMSIG(status));
-  return absl::StrCat("wait status ", status);
-}
-
 // Runs a command to its end (killing it after `timeout`); its output goes to `log_path`.
 absl::Status RunCommand(const std::vector<std::string>& args, const std::filesystem::path& log_path,
                         absl::Duration timeout) {
@@ -168,7 +55,7 @@ absl::Status RunCommand(const std::vector<std::string>& args, const std::filesys
   if (!pid.ok()) return pid.status();
   std::optional<int> status = WaitForExit(*pid, timeout);
   if (!status.has_value()) {
-    StopProcess(*pid, SIGKILL, absl::ZeroDuration());
+    KillAndReap(*pid);
     return absl::DeadlineExceededError(
         absl::StrCat(args[0], " did not finish within ", absl::FormatDuration(timeout)));
   }
