@@ -152,6 +152,7 @@ struct Leader::Core : std::enable_shared_from_this<Core> {
   Instant leader_since;
   uint64_t generation = 0;  // invariant 4
   uint64_t tick_count = 0;
+  std::optional<Instant> next_tick_at;  // when the next leader tick is due, if one is armed
   std::string seen_leader;
   int64_t seen_term = 0;
   std::map<std::string, LeaderMember> members;
@@ -200,6 +201,7 @@ struct Leader::Core : std::enable_shared_from_this<Core> {
     for (const auto& [node, member] : members) status.members.push_back(member);
     status.leader_since = leading ? std::optional<Instant>(leader_since) : std::optional<Instant>();
     status.lease = lease;
+    status.next_tick = leading ? next_tick_at : std::nullopt;
     status.heartbeats = heartbeats;
     status.elections_won = elections_won;
     status.demotions = demotions;
@@ -502,6 +504,7 @@ struct Leader::Core : std::enable_shared_from_this<Core> {
     Publish();
     runtime.Cancel(deadline_timer);
     runtime.Cancel(tick_timer);
+    next_tick_at.reset();
     internal::Log().info("leader '{}/{}': demoted from term {} ({})", options.election,
                          options.node_id, term, DemotionCauseName(cause));
     if (callbacks.on_demoted) {
@@ -528,20 +531,30 @@ struct Leader::Core : std::enable_shared_from_this<Core> {
     if (timer.ok()) deadline_timer = *timer;
   }
 
-  void ArmTick(absl::Duration after) {
+  void ArmTick(absl::Duration after) { ArmTickAt(AddDuration(Now(), after)); }
+  void ArmTickAt(Instant at) {
     auto self = shared_from_this();
     const uint64_t gen = generation;
-    auto timer = runtime.Schedule(after, [self, gen] { self->Tick(gen); });
-    if (timer.ok()) tick_timer = *timer;
+    auto timer = runtime.ScheduleAt(at, [self, gen] { self->Tick(gen); });
+    if (timer.ok()) {
+      tick_timer = *timer;
+      next_tick_at = at;
+      PublishStatus();
+    }
   }
 
   void Tick(uint64_t gen) {
     if (stopping || !leading || gen != generation) return;
     if (CheckDeadline()) return;  // a pause: notice the gap before acting
+    next_tick_at.reset();         // known once this tick's callback has returned
+    PublishStatus();
     const LeaderTick tick{term, believed_until, ++tick_count};
+    // The next tick is due `interval` after this one was due to start (fixed rate), however
+    // long the callback queue and the callback took; at once if that has passed.
+    const Instant fired = Now();
     const uint64_t expected = (static_cast<uint64_t>(term) << 1) | 1u;
     auto self = shared_from_this();
-    Enqueue("leader tick", [this, self, tick, expected, gen] {
+    Enqueue("leader tick", [this, self, tick, expected, gen, fired] {
       // Skipped when demoted since it was queued, or when the deadline passed meanwhile.
       if (word.load(std::memory_order_acquire) != expected || !HoldsLease()) return;
       absl::Duration next = absl::InfiniteDuration();
@@ -550,6 +563,7 @@ struct Leader::Core : std::enable_shared_from_this<Core> {
         Core* core;
         std::shared_ptr<Core> keep;
         uint64_t gen;
+        Instant fired;
         absl::Duration* next;
         bool* returned;
         ~Reschedule() {
@@ -558,12 +572,12 @@ struct Leader::Core : std::enable_shared_from_this<Core> {
           if (after == absl::InfiniteDuration()) return;
           auto k = keep;
           const uint64_t g = gen;
-          const absl::Duration a = std::max(after, absl::Milliseconds(1));
-          (void)core->runtime.Post([k, g, a] {
-            if (!k->stopping && k->leading && k->generation == g) k->ArmTick(a);
+          const Instant at = AddDuration(fired, std::max(after, absl::Milliseconds(1)));
+          (void)core->runtime.Post([k, g, at] {
+            if (!k->stopping && k->leading && k->generation == g) k->ArmTickAt(at);
           });
         }
-      } reschedule{this, self, gen, &next, &returned};
+      } reschedule{this, self, gen, fired, &next, &returned};
       next = callbacks.on_leader_tick(tick);
       returned = true;
     });

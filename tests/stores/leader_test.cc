@@ -464,18 +464,25 @@ TEST(LeaderTest, TheLeaderTickRunsWithTheIntervalItReturnsAndStopsOnDemotion) {
     };
   });
   const int64_t term = a.leader->Term();
-  ASSERT_TRUE(Eventually([&] { return ticks.All().size() == 1; }));
-  c.Settle();
+  const Instant elected = c.now();
+  // The next tick is armed once the callback has returned: 2 s after the previous was due.
+  auto next_tick_at = [&](absl::Duration d) {
+    return Eventually([&] { return a.leader->Status().next_tick == AddDuration(elected, d); });
+  };
+  ASSERT_TRUE(next_tick_at(absl::Seconds(2)));
   for (int i = 2; i <= 4; ++i) {
     c.Advance(absl::Seconds(2));
-    ASSERT_TRUE(Eventually([&] { return ticks.All().size() == static_cast<size_t>(i); }));
-    c.Settle();  // the next tick is scheduled once the callback returned
+    ASSERT_TRUE(next_tick_at(absl::Seconds(2 * i)));
   }
+  ASSERT_EQ(ticks.All().size(), 4u);
   EXPECT_THAT(ticks.All(), ElementsAre(absl::StrCat(term, ":1"), absl::StrCat(term, ":2"),
                                        absl::StrCat(term, ":3"), absl::StrCat(term, ":4")));
   c.store().SetAvailable(false);
+  c.Advance(absl::Seconds(2));
+  ASSERT_TRUE(next_tick_at(absl::Seconds(10)));
   c.Advance(kTtl * 2);
   EXPECT_FALSE(a.leader->IsLeader());
+  EXPECT_FALSE(a.leader->Status().next_tick.has_value());
   // One more tick 2 s in, while the lease was still believed (renewal + 4 s); the one due
   // at the deadline itself is not run.
   EXPECT_THAT(ticks.All().back(), absl::StrCat(term, ":5"));
@@ -500,12 +507,12 @@ TEST(LeaderTest, ThrowingCallbacksAreCaughtCountedAndTheLeaderGoesOn) {
     };
   });
   ASSERT_TRUE(Eventually([&] { return a.leader->Status().callback_errors == 3; }));
-  c.Settle();
   EXPECT_TRUE(a.leader->IsLeader());
   // A tick that threw is retried a second later.
+  ASSERT_TRUE(Eventually([&] { return a.leader->Status().next_tick.has_value(); }));
   c.Advance(absl::Seconds(1));
   ASSERT_TRUE(Eventually([&] { return ticks.load() == 2; }));
-  c.Settle();
+  ASSERT_TRUE(Eventually([&] { return a.leader->Status().next_tick.has_value(); }));
   c.Advance(absl::Seconds(1));
   ASSERT_TRUE(Eventually([&] { return ticks.load() == 3; }));
   EXPECT_EQ(a.leader->Status().callback_errors, 3u);

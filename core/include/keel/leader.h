@@ -147,9 +147,10 @@ struct LeaderCallbacks {
   // The set of live members changed (a node joined or left); sorted by node id.
   std::function<void(const std::vector<LeaderMember>& members)> on_cluster_changed = nullptr;
   // Leader-only work: runs while this node leads, first `first_tick_after` after the
-  // election, then after the interval it returns (clamped to at least 1 ms;
-  // absl::InfiniteDuration() stops ticking for this leadership). Cancelled on demotion; a
-  // tick that was queued when the node was demoted is skipped, never run late.
+  // election, then the interval it returns after the previous tick was due (fixed rate; at
+  // once when the callback took longer; clamped to at least 1 ms; absl::InfiniteDuration()
+  // stops ticking for this leadership; after a throw, 1 s). Ticks never overlap. Cancelled on
+  // demotion; a tick that was queued when the node was demoted is skipped, never run late.
   std::function<absl::Duration(const LeaderTick& tick)> on_leader_tick = nullptr;
   // Last callback, once, from Stop().
   std::function<void()> on_shutdown = nullptr;
@@ -164,6 +165,8 @@ struct LeaderStatus {
   Instant created_at;                     // when Start ran
   std::optional<Instant> leader_since;    // when this node's current leadership began
   LeaseId lease = 0;                      // this node's lease; 0 when it has none
+  std::optional<Instant> next_tick;       // when leading: when the next leader tick is due
+                                          // (empty while one runs, or when none is armed)
   uint64_t heartbeats = 0;                // heartbeats the store confirmed
   uint64_t elections_won = 0;
   uint64_t demotions = 0;
