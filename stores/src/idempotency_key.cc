@@ -8,12 +8,13 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "quote_for_message.h"
 
 namespace keel {
 namespace {
 
-// How much of a malformed value an error message quotes.
-constexpr size_t kMaxQuotedBytes = 40;
+// Error messages quote malformed values, shortened (keel::internal::QuoteForMessage).
+using internal::QuoteForMessage;
 
 bool IsOws(char c) { return c == ' ' || c == '\t'; }
 
@@ -32,26 +33,6 @@ bool IsTokenChar(unsigned char c) {
   return std::string_view("!#$%&'*+-.^_`|~").find(static_cast<char>(c)) != std::string_view::npos;
 }
 
-// Quotes untrusted input for an error message: at most kMaxQuotedBytes bytes, `"` and `\`
-// escaped with a backslash, other bytes outside 0x20-0x7E as \xNN, "..." when shortened.
-std::string Quote(std::string_view s) {
-  std::string out = "\"";
-  for (size_t i = 0; i < s.size() && i < kMaxQuotedBytes; ++i) {
-    const unsigned char c = static_cast<unsigned char>(s[i]);
-    if (c == '"' || c == '\\') {
-      out.push_back('\\');
-      out.push_back(static_cast<char>(c));
-    } else if (IsPrintableAscii(c)) {
-      out.push_back(static_cast<char>(c));
-    } else {
-      absl::StrAppendFormat(&out, "\\x%02x", c);
-    }
-  }
-  if (s.size() > kMaxQuotedBytes) out += "...";
-  out += "\"";
-  return out;
-}
-
 // One byte for a message: 'a' when printable, 0x0a otherwise.
 std::string DescribeByte(unsigned char c) {
   if (IsPrintableAscii(c) && c != '\'' && c != '\\') return absl::StrFormat("'%c'", c);
@@ -68,28 +49,29 @@ const char* Expected(const IdempotencyKeyOptions& options) {
 // trimmed value.
 absl::Status TrailingError(std::string_view rest, std::string_view value) {
   if (rest.front() == ';') {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "Idempotency-Key takes no parameters (the draft defines none), got ", Quote(value)));
+    return absl::InvalidArgumentError(
+        absl::StrCat("Idempotency-Key takes no parameters (the draft defines none), got ",
+                     QuoteForMessage(value)));
   }
   if (rest.front() == ',') {
-    return absl::InvalidArgumentError(
-        absl::StrCat("Idempotency-Key must hold exactly one key, got a list ", Quote(value)));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "Idempotency-Key must hold exactly one key, got a list ", QuoteForMessage(value)));
   }
-  return absl::InvalidArgumentError(absl::StrCat("Idempotency-Key must end after its key, got ",
-                                                 DescribeByte(rest.front()), " at offset ",
-                                                 value.size() - rest.size(), " of ", Quote(value)));
+  return absl::InvalidArgumentError(
+      absl::StrCat("Idempotency-Key must end after its key, got ", DescribeByte(rest.front()),
+                   " at offset ", value.size() - rest.size(), " of ", QuoteForMessage(value)));
 }
 
 absl::Status Unterminated(std::string_view value) {
-  return absl::InvalidArgumentError(
-      absl::StrCat("Idempotency-Key must close its quoted string with '\"', got ", Quote(value)));
+  return absl::InvalidArgumentError(absl::StrCat(
+      "Idempotency-Key must close its quoted string with '\"', got ", QuoteForMessage(value)));
 }
 
 absl::Status CheckLength(size_t length, std::string_view value,
                          const IdempotencyKeyOptions& options) {
   if (length == 0) {
     return absl::InvalidArgumentError(
-        absl::StrCat("Idempotency-Key must not be empty, got ", Quote(value)));
+        absl::StrCat("Idempotency-Key must not be empty, got ", QuoteForMessage(value)));
   }
   if (length > options.max_length) {
     return absl::InvalidArgumentError(absl::StrCat("Idempotency-Key is ", length,
@@ -117,7 +99,7 @@ absl::StatusOr<std::string> ParseQuoted(std::string_view value,
       if (escaped != '"' && escaped != '\\') {
         return absl::InvalidArgumentError(absl::StrCat(
             "Idempotency-Key: a backslash in a quoted string must escape '\"' or '\\', got ",
-            DescribeByte(escaped), " at offset ", i + 1, " of ", Quote(value)));
+            DescribeByte(escaped), " at offset ", i + 1, " of ", QuoteForMessage(value)));
       }
       has_escapes = true;
       i += 2;
@@ -126,7 +108,7 @@ absl::StatusOr<std::string> ParseQuoted(std::string_view value,
     } else {
       return absl::InvalidArgumentError(
           absl::StrCat("Idempotency-Key must hold only printable ASCII (0x20-0x7E), got ",
-                       DescribeByte(c), " at offset ", i, " of ", Quote(value)));
+                       DescribeByte(c), " at offset ", i, " of ", QuoteForMessage(value)));
     }
     ++decoded_length;
   }
@@ -156,15 +138,15 @@ absl::StatusOr<std::string> ParseBareToken(std::string_view value,
   size_t end = 0;
   while (end < value.size() && IsTokenChar(static_cast<unsigned char>(value[end]))) ++end;
   if (end == 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("Idempotency-Key must be ", Expected(options), ", got ", Quote(value)));
+    return absl::InvalidArgumentError(absl::StrCat("Idempotency-Key must be ", Expected(options),
+                                                   ", got ", QuoteForMessage(value)));
   }
   if (end < value.size()) {
     const unsigned char c = static_cast<unsigned char>(value[end]);
     if (c == ';' || c == ',') return TrailingError(value.substr(end), value);
     return absl::InvalidArgumentError(absl::StrCat("Idempotency-Key must be ", Expected(options),
                                                    ", got ", DescribeByte(c), " at offset ", end,
-                                                   " of ", Quote(value)));
+                                                   " of ", QuoteForMessage(value)));
   }
   if (absl::Status status = CheckLength(end, value, options); !status.ok()) return status;
   return std::string(value);
@@ -187,8 +169,8 @@ absl::StatusOr<std::string> ParseIdempotencyKey(std::string_view header_value,
   }
   if (value.front() == '"') return ParseQuoted(value, options);
   if (options.accept_bare_token) return ParseBareToken(value, options);
-  return absl::InvalidArgumentError(
-      absl::StrCat("Idempotency-Key must be ", Expected(options), ", got ", Quote(value)));
+  return absl::InvalidArgumentError(absl::StrCat("Idempotency-Key must be ", Expected(options),
+                                                 ", got ", QuoteForMessage(value)));
 }
 
 absl::StatusOr<std::string> IdempotencyKeyFromHeaders(

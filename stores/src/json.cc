@@ -17,12 +17,11 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "quote_for_message.h"
 
 namespace keel::internal {
 namespace {
 
-// How much of a key a duplicate-key message quotes.
-constexpr size_t kMaxQuotedBytes = 40;
 // Objects with up to this many members are checked for a repeated key by a linear scan; larger
 // ones also keep a hash set of their keys, so that a hostile object is not quadratic.
 constexpr size_t kLinearKeyCheckMembers = 16;
@@ -35,26 +34,6 @@ bool IsPrintableAscii(unsigned char c) { return c >= 0x20 && c <= 0x7e; }
 std::string DescribeByte(unsigned char c) {
   if (IsPrintableAscii(c) && c != '\'') return std::string{'\'', static_cast<char>(c), '\''};
   return absl::StrCat("byte 0x", absl::Hex(c, absl::kZeroPad2));
-}
-
-// Untrusted bytes for a message: at most kMaxQuotedBytes of them, `"` and `\` escaped with a
-// backslash, other bytes outside 0x20-0x7E as \xNN, "..." when shortened.
-std::string QuoteForMessage(std::string_view s) {
-  std::string out = "\"";
-  for (size_t i = 0; i < s.size() && i < kMaxQuotedBytes; ++i) {
-    const unsigned char c = static_cast<unsigned char>(s[i]);
-    if (c == '"' || c == '\\') {
-      out.push_back('\\');
-      out.push_back(static_cast<char>(c));
-    } else if (IsPrintableAscii(c)) {
-      out.push_back(static_cast<char>(c));
-    } else {
-      absl::StrAppend(&out, "\\x", absl::Hex(c, absl::kZeroPad2));
-    }
-  }
-  if (s.size() > kMaxQuotedBytes) out += "...";
-  out += "\"";
-  return out;
 }
 
 // The length of the well-formed UTF-8 sequence (RFC 3629 §4) at the start of `s`, whose first
