@@ -33,20 +33,24 @@ absl::Status LeaseNotFound(LeaseId lease) {
 MemoryLeaseStore::MemoryLeaseStore(Clock* clock)
     : clock_(clock != nullptr ? clock : Clock::Steady()) {}
 
+void MemoryLeaseStore::EraseRecordsLocked(LeaseId lease) {
+  for (auto r = records_.begin(); r != records_.end();) {
+    if (r->second.lease == lease) {
+      records_.erase(r++);
+    } else {
+      ++r;
+    }
+  }
+  ++revision_;  // etcd counts the deletion of a lease's keys as one write
+}
+
 void MemoryLeaseStore::ExpireLocked() {
   const Instant now = clock_->Now();
   for (auto it = leases_.begin(); it != leases_.end();) {
     if (now >= it->second.deadline) {
       const LeaseId gone = it->first;
       leases_.erase(it++);
-      for (auto r = records_.begin(); r != records_.end();) {
-        if (r->second.lease == gone) {
-          records_.erase(r++);
-        } else {
-          ++r;
-        }
-      }
-      ++revision_;  // etcd counts the deletions of a lapsed lease's keys as a write
+      EraseRecordsLocked(gone);
     } else {
       ++it;
     }
@@ -117,16 +121,7 @@ void MemoryLeaseStore::Revoke(Runtime& runtime, LeaseId lease, DoneStatus done) 
     MutexLock lock(&mu_);
     ExpireLocked();
     result = CheckAvailableLocked();
-    if (result.ok() && leases_.erase(lease) > 0) {
-      for (auto r = records_.begin(); r != records_.end();) {
-        if (r->second.lease == lease) {
-          records_.erase(r++);
-        } else {
-          ++r;
-        }
-      }
-      ++revision_;
-    }
+    if (result.ok() && leases_.erase(lease) > 0) EraseRecordsLocked(lease);
   }
   Answer(runtime, std::move(done), std::move(result));
 }

@@ -81,6 +81,26 @@ class EtcdLeaseStoreTest : public ::testing::Test {
     return *store;
   }
 
+  // Starts one Leader per node on `store` (ttl 3 s, heartbeat 500 ms, margin 1 s).
+  void StartLeaders(const std::shared_ptr<EtcdLeaseStore>& store,
+                    std::initializer_list<const char*> nodes) {
+    for (const char* node : nodes) {
+      auto l = Leader::Start(*runtime_, store,
+                             {.election = "etcd-job",
+                              .node_id = node,
+                              .ttl = absl::Seconds(3),
+                              .heartbeat_interval = absl::Milliseconds(500),
+                              .safety_margin = absl::Seconds(1)});
+      ASSERT_TRUE(l.ok()) << l.status();
+      leaders_.push_back(std::move(*l));
+    }
+  }
+  int LeaderCount() const {
+    int n = 0;
+    for (const auto& l : leaders_) n += l->IsLeader();
+    return n;
+  }
+
   std::unique_ptr<EtcdServer> etcd_;
   std::unique_ptr<Runtime> runtime_;
   std::vector<std::unique_ptr<Leader>> leaders_;
@@ -227,28 +247,10 @@ TEST_F(EtcdLeaseStoreTest, OptionsAreValidated) {
               HasSubstr("must be > 0"));
 }
 
-// Leaders on etcd, in this process: ttl 3 s, heartbeat 500 ms, margin 1 s.
-LeaderOptions Fast(const std::string& node) {
-  return {.election = "etcd-job",
-          .node_id = node,
-          .ttl = absl::Seconds(3),
-          .heartbeat_interval = absl::Milliseconds(500),
-          .safety_margin = absl::Seconds(1)};
-}
-
 TEST_F(EtcdLeaseStoreTest, ThreeLeadersElectOneAndAStoppedLeaderIsSucceededAtOnce) {
   auto store = Store();
-  for (const char* node : {"a", "b", "c"}) {
-    auto l = Leader::Start(*runtime_, store, Fast(node));
-    ASSERT_TRUE(l.ok()) << l.status();
-    leaders_.push_back(std::move(*l));
-  }
-  auto count = [&] {
-    int n = 0;
-    for (auto& l : leaders_) n += l->IsLeader();
-    return n;
-  };
-  ASSERT_TRUE(Eventually([&] { return count() == 1; }));
+  ASSERT_NO_FATAL_FAILURE(StartLeaders(store, {"a", "b", "c"}));
+  ASSERT_TRUE(Eventually([&] { return LeaderCount() == 1; }));
   Leader* first = nullptr;
   for (auto& l : leaders_) {
     if (l->IsLeader()) first = l.get();
@@ -257,7 +259,7 @@ TEST_F(EtcdLeaseStoreTest, ThreeLeadersElectOneAndAStoppedLeaderIsSucceededAtOnc
   ASSERT_TRUE(Eventually([&] { return first->Status().members.size() == 3; }));
   ASSERT_TRUE(first->Stop().ok());
   const auto stopped = std::chrono::steady_clock::now();
-  ASSERT_TRUE(Eventually([&] { return count() == 1; }));
+  ASSERT_TRUE(Eventually([&] { return LeaderCount() == 1; }));
   // Stop deleted the record and revoked the lease: a successor within about one heartbeat,
   // far less than the 3 s ttl.
   EXPECT_LT(std::chrono::steady_clock::now() - stopped, std::chrono::milliseconds(2500));
@@ -270,11 +272,7 @@ TEST_F(EtcdLeaseStoreTest, ThreeLeadersElectOneAndAStoppedLeaderIsSucceededAtOnc
 
 TEST_F(EtcdLeaseStoreTest, AFrozenEtcdDemotesTheLeaderAndNobodyLeadsUntilItIsBack) {
   auto store = Store();
-  for (const char* node : {"a", "b"}) {
-    auto l = Leader::Start(*runtime_, store, Fast(node));
-    ASSERT_TRUE(l.ok()) << l.status();
-    leaders_.push_back(std::move(*l));
-  }
+  ASSERT_NO_FATAL_FAILURE(StartLeaders(store, {"a", "b"}));
   ASSERT_TRUE(Eventually([&] { return leaders_[0]->IsLeader() || leaders_[1]->IsLeader(); }));
   ASSERT_TRUE(etcd_->Pause().ok());
   const auto paused = std::chrono::steady_clock::now();
@@ -293,21 +291,12 @@ TEST_F(EtcdLeaseStoreTest, AFrozenEtcdDemotesTheLeaderAndNobodyLeadsUntilItIsBac
 
 TEST_F(EtcdLeaseStoreTest, AStoppedAndRestartedEtcdGetsOneLeaderAgain) {
   auto store = Store();
-  for (const char* node : {"a", "b", "c"}) {
-    auto l = Leader::Start(*runtime_, store, Fast(node));
-    ASSERT_TRUE(l.ok()) << l.status();
-    leaders_.push_back(std::move(*l));
-  }
-  auto count = [&] {
-    int n = 0;
-    for (auto& l : leaders_) n += l->IsLeader();
-    return n;
-  };
-  ASSERT_TRUE(Eventually([&] { return count() == 1; }));
+  ASSERT_NO_FATAL_FAILURE(StartLeaders(store, {"a", "b", "c"}));
+  ASSERT_TRUE(Eventually([&] { return LeaderCount() == 1; }));
   etcd_->Stop();
-  ASSERT_TRUE(Eventually([&] { return count() == 0; }));
+  ASSERT_TRUE(Eventually([&] { return LeaderCount() == 0; }));
   ASSERT_TRUE(etcd_->Restart().ok());
-  ASSERT_TRUE(Eventually([&] { return count() == 1; }));
+  ASSERT_TRUE(Eventually([&] { return LeaderCount() == 1; }));
 }
 
 }  // namespace

@@ -17,6 +17,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "support/process.h"
 
 namespace keel::testing {
 namespace {
@@ -39,17 +40,6 @@ std::string PutBody(const std::string& key, const std::string& value) {
 
 std::string RangeBody(const std::string& key) {
   return absl::StrCat(R"({"key":")", EtcdServer::Base64(key), R"("})");
-}
-
-bool PortAcceptsConnections(uint16_t port) {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = htons(port);
-  const bool connected = connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
-  close(fd);
-  return connected;
 }
 
 // A GET of /version with a short timeout; the curl code (CURLE_OPERATION_TIMEDOUT when etcd

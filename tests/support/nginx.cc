@@ -36,17 +36,6 @@ constexpr auto kPollPeriod = std::chrono::milliseconds(10);
 absl::string_view Sv(std::string_view s) { return absl::string_view(s.data(), s.size()); }
 
 // True when something accepts TCP connections on 127.0.0.1:port.
-bool AcceptsConnections(uint16_t port) {
-  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return false;
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = htons(port);
-  const bool connected = connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
-  close(fd);
-  return connected;
-}
 
 // Runs a command to its end (killing it after `timeout`); its output goes to `log_path`.
 absl::Status RunCommand(const std::vector<std::string>& args, const std::filesystem::path& log_path,
@@ -219,7 +208,7 @@ absl::Status NginxServer::Launch(const NginxOptions& options) {
                                                  ") before accepting connections on 127.0.0.1:",
                                                  port_, "; its error log says: ", ErrorLogTail()));
     }
-    if (AcceptsConnections(port_)) return absl::OkStatus();
+    if (PortAcceptsConnections(port_)) return absl::OkStatus();
     if (std::chrono::steady_clock::now() >= deadline) {
       Stop();
       return absl::UnavailableError(absl::StrCat(

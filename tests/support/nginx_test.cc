@@ -16,6 +16,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "gtest/gtest.h"
+#include "support/process.h"
 
 namespace keel::testing {
 namespace {
@@ -55,17 +56,6 @@ Response Get(const std::string& url, const std::vector<std::string>& headers = {
   curl_easy_cleanup(easy);
   absl::AsciiStrToLower(&response.headers);
   return response;
-}
-
-bool PortAcceptsConnections(uint16_t port) {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = htons(port);
-  const bool connected = connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
-  close(fd);
-  return connected;
 }
 
 std::unique_ptr<NginxServer> StartOrFail(NginxOptions options = {}) {

@@ -191,6 +191,18 @@ absl::StatusOr<uint16_t> PickFreePort() {
   return ports->front();
 }
 
+bool PortAcceptsConnections(uint16_t port) {
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(port);
+  const bool connected = connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+  close(fd);
+  return connected;
+}
+
 absl::Status ErrnoError(std::string_view what, int err) {
   return absl::InternalError(
       absl::StrCat(Sv(what), ": ", std::error_code(err, std::generic_category()).message()));

@@ -94,6 +94,8 @@ std::string DescribeWaitStatus(int status);
 absl::StatusOr<std::vector<uint16_t>> PickFreePorts(int count);
 // One such port.
 absl::StatusOr<uint16_t> PickFreePort();
+// True when something accepts TCP connections on 127.0.0.1:`port` now.
+bool PortAcceptsConnections(uint16_t port);
 
 // Internal, "<what>: <strerror(err)>": a failed system call.
 absl::Status ErrnoError(std::string_view what, int err);

@@ -67,6 +67,8 @@ class MemoryLeaseStore final : public LeaseStore {
   };
 
   void ExpireLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Deletes every record attached to `lease` (one write).
+  void EraseRecordsLocked(LeaseId lease) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   ElectionView ViewLocked(const std::string& election) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status CheckAvailableLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
