@@ -1,16 +1,6 @@
 #include "keel/fetchers/http.h"
 
-#include <curl/curl.h>
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
-#include <algorithm>
-#include <cerrno>
-#include <cstring>
-#include <limits>
 #include <memory>
-#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -20,36 +10,20 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
-#include "keel/fetchers/gzip.h"
-#include "keel/fetchers/http_cache.h"
-#include "keel/internal/transfers.h"
-#include "log.h"
+#include "http_request.h"
 
 namespace keel::fetchers {
 namespace {
 
-// Debian's abseil has its own string_view; StrCat takes it, not std::string_view.
-absl::string_view Sv(std::string_view s) { return absl::string_view(s.data(), s.size()); }
+using internal::CheckCaFile;
+using internal::CheckTimeout;
+using internal::HasLineBreakOrNul;
+using internal::Sv;
 
-// The body of an error response is not kept; past this many bytes the transfer stops (the
-// status line already says what happened).
-constexpr uint64_t kMaxDiscardedErrorBody = uint64_t{64} << 10;
-// Room reserved up front for a body whose Content-Length is known: at most this much, so a
-// lying Content-Length cannot make keel allocate the whole cap before a byte arrives.
-constexpr uint64_t kMaxReserve = uint64_t{64} << 20;
 constexpr int kMaxRedirectsLimit = 50;
-
-bool IsSuccess(int status) { return status == 200 || status == 203; }
-
-std::string_view TrimOws(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
-}
 
 // RFC 9110 §5.6.2: token = 1*tchar.
 bool IsToken(std::string_view s) {
@@ -61,79 +35,9 @@ bool IsToken(std::string_view s) {
   return true;
 }
 
-bool HasLineBreakOrNul(std::string_view s) {
-  return s.find_first_of(std::string_view("\r\n\0", 3)) != std::string_view::npos;
-}
-
-// Milliseconds for a libcurl timeout option: rounded up, so that a positive duration never
-// becomes 0 (which libcurl reads as "no timeout").
-long CeilMillis(absl::Duration d) {
-  const int64_t ms = absl::ToInt64Milliseconds(absl::Ceil(d, absl::Milliseconds(1)));
-  return static_cast<long>(std::clamp<int64_t>(ms, 1, std::numeric_limits<long>::max()));
-}
-
-// Checks the URL with libcurl's own parser, the one the transfer will use.
-void CheckUrl(const std::string& url, std::vector<std::string>& problems) {
-  const std::string expected = "url must be an http:// or https:// URL with a host";
-  CURLU* parsed = curl_url();
-  if (parsed == nullptr) {
-    problems.push_back("cannot check the url: out of memory");
-    return;
-  }
-  const CURLUcode set = curl_url_set(parsed, CURLUPART_URL, url.c_str(), 0);
-  if (set != CURLUE_OK) {
-    problems.push_back(
-        absl::StrCat(expected, ", got \"", url, "\" (", curl_url_strerror(set), ")"));
-    curl_url_cleanup(parsed);
-    return;
-  }
-  auto part = [&](CURLUPart which) -> std::string {
-    char* text = nullptr;
-    std::string value;
-    if (curl_url_get(parsed, which, &text, 0) == CURLUE_OK && text != nullptr) value = text;
-    curl_free(text);
-    return value;
-  };
-  const std::string scheme = absl::AsciiStrToLower(part(CURLUPART_SCHEME));
-  if (scheme != "http" && scheme != "https") {
-    problems.push_back(absl::StrCat(expected, ", got scheme \"", scheme, "\" in \"", url, "\""));
-  } else if (part(CURLUPART_HOST).empty()) {
-    problems.push_back(absl::StrCat(expected, ", got no host in \"", url, "\""));
-  }
-  if (!part(CURLUPART_USER).empty() || !part(CURLUPART_PASSWORD).empty()) {
-    // Not quoted back: the point is to keep the credentials out of messages.
-    problems.push_back(
-        "url must not carry credentials (user:password@), since it appears in logs and errors; "
-        "send them in a header such as Authorization");
-  }
-  curl_url_cleanup(parsed);
-}
-
-void CheckTimeout(std::string_view name, absl::Duration value, std::vector<std::string>& problems) {
-  if (value <= absl::ZeroDuration() || value == absl::InfiniteDuration()) {
-    problems.push_back(
-        absl::StrCat(Sv(name), " must be > 0 and finite, got ", absl::FormatDuration(value)));
-  }
-}
-
-// Opens the file to check it: a regular file that this process can read.
-void CheckCaFile(const std::string& path, std::vector<std::string>& problems) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    problems.push_back(
-        absl::StrCat("ca_file \"", path, "\" must be a readable file: ", std::strerror(errno)));
-    return;
-  }
-  struct stat st {};
-  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    problems.push_back(absl::StrCat("ca_file \"", path, "\" must be a regular file (PEM)"));
-  }
-  ::close(fd);
-}
-
 absl::Status ValidateOptions(const HttpOptions& options) {
   std::vector<std::string> problems;
-  CheckUrl(options.url, problems);
+  internal::CheckHttpUrl("url", options.url, problems);
   CheckTimeout("connect_timeout", options.connect_timeout, problems);
   CheckTimeout("timeout", options.timeout, problems);
   if (options.max_redirects < 0 || options.max_redirects > kMaxRedirectsLimit) {
@@ -165,394 +69,21 @@ absl::Status ValidateOptions(const HttpOptions& options) {
   return absl::InvalidArgumentError(absl::StrCat("http fetcher: ", absl::StrJoin(problems, "; ")));
 }
 
-// The response headers keel reads, for the last response of a transfer (redirects and 1xx
-// responses reset them). Repeated lines are joined with ", ".
-struct ResponseHeaders {
-  std::string etag;
-  std::string last_modified;
-  std::string cache_control;
-  std::string age;
-  std::string expires;
-  std::string date;
-  std::string retry_after;
-  std::string content_encoding;
-  std::string content_length;
-
-  // The field for a header name, nullptr for a header keel ignores.
-  std::string* Field(std::string_view name) {
-    struct Entry {
-      std::string_view name;
-      std::string ResponseHeaders::*field;
-    };
-    static constexpr Entry kFields[] = {
-        {"etag", &ResponseHeaders::etag},
-        {"last-modified", &ResponseHeaders::last_modified},
-        {"cache-control", &ResponseHeaders::cache_control},
-        {"age", &ResponseHeaders::age},
-        {"expires", &ResponseHeaders::expires},
-        {"date", &ResponseHeaders::date},
-        {"retry-after", &ResponseHeaders::retry_after},
-        {"content-encoding", &ResponseHeaders::content_encoding},
-        {"content-length", &ResponseHeaders::content_length},
-    };
-    for (const Entry& entry : kFields) {
-      if (absl::EqualsIgnoreCase(Sv(name), Sv(entry.name))) return &(this->*entry.field);
-    }
-    return nullptr;
-  }
-};
-
-// Why keel's own callbacks stopped a transfer.
-enum class Abort {
-  kNone,
-  kOverCap,              // the body (or its Content-Length) passed max_bytes
-  kUnsupportedEncoding,  // a Content-Encoding keel cannot hand to the term
-  kErrorBodyDiscarded,   // an error response's body ran past kMaxDiscardedErrorBody
-};
-
-// One GET in flight: the easy handle and everything its callbacks write. The runtime's
-// completion owns it (a shared_ptr captured in the AddTransfer callback); the fetcher only
-// watches it (a weak_ptr), to cancel it. All of it is used on the control thread only.
-struct Transfer {
-  Transfer() = default;
-  Transfer(const Transfer&) = delete;
-  Transfer& operator=(const Transfer&) = delete;
-  ~Transfer() {
-    if (easy != nullptr) curl_easy_cleanup(easy);  // out of the multi handle by now
-    curl_slist_free_all(request_headers);
-  }
-
-  // The request.
-  Runtime* runtime = nullptr;
-  CURL* easy = nullptr;
-  curl_slist* request_headers = nullptr;
-  char error_buffer[CURL_ERROR_SIZE] = {};
-  std::string url;
-  FetchRequest request;
-  bool conditional = false;
-  FetchCallback done;
-  bool finished = false;  // done has been taken: a new Fetch may start
-
-  // The response, as the callbacks see it.
-  int status = 0;  // of the response being received
-  ResponseHeaders headers;
-  std::string* last_field = nullptr;  // for obsolete folded continuation lines
-  bool body_started = false;
-  std::string body;
-  uint64_t bytes_received = 0;
-  Abort abort = Abort::kNone;
-  std::optional<uint64_t> content_length;
-};
-
-// Called at the end of a response's header block; false stops the transfer.
-bool CheckHeaderBlock(Transfer& t) {
-  if (!IsSuccess(t.status)) return true;  // errors, 304 and redirects carry no body we keep
-  const std::string encoding = absl::AsciiStrToLower(Sv(TrimOws(t.headers.content_encoding)));
-  if (!encoding.empty() && encoding != "identity" && encoding != "gzip" && encoding != "x-gzip") {
-    t.abort = Abort::kUnsupportedEncoding;
-    return false;
-  }
-  uint64_t length = 0;
-  if (absl::SimpleAtoi(Sv(TrimOws(t.headers.content_length)), &length)) {
-    t.content_length = length;
-    if (length > t.request.max_bytes) {
-      t.abort = Abort::kOverCap;
-      return false;
-    }
-    t.body.reserve(static_cast<size_t>(std::min(length, kMaxReserve)));
-  }
-  return true;
-}
-
-// CURLOPT_HEADERFUNCTION: one header line at a time, status lines included.
-size_t OnHeader(char* data, size_t size, size_t count, void* user) {
-  Transfer& t = *static_cast<Transfer*>(user);
-  const size_t n = size * count;
-  std::string_view line(data, n);
-  while (!line.empty() && (line.back() == '\n' || line.back() == '\r')) line.remove_suffix(1);
-  if (absl::StartsWith(Sv(line), "HTTP/")) {  // a new response: a redirect's, or after a 1xx
-    t.headers = ResponseHeaders();
-    t.last_field = nullptr;
-    t.body_started = false;
-    t.content_length.reset();
-    t.status = 0;
-    const size_t space = line.find(' ');
-    int status = 0;
-    if (space != std::string_view::npos &&
-        absl::SimpleAtoi(Sv(line.substr(space + 1, 3)), &status)) {
-      t.status = status;
-    }
-    return n;
-  }
-  if (t.body_started) return n;  // trailers after a chunked body: not keel's business
-  if (line.empty()) return CheckHeaderBlock(t) ? n : 0;
-  if (line.front() == ' ' || line.front() == '\t') {  // obs-fold: continues the last line
-    if (t.last_field != nullptr) absl::StrAppend(t.last_field, " ", Sv(TrimOws(line)));
-    return n;
-  }
-  const size_t colon = line.find(':');
-  if (colon == std::string_view::npos) return n;
-  t.last_field = t.headers.Field(TrimOws(line.substr(0, colon)));
-  if (t.last_field != nullptr) {
-    if (!t.last_field->empty()) t.last_field->append(", ");
-    absl::StrAppend(t.last_field, Sv(TrimOws(line.substr(colon + 1))));
-  }
-  return n;
-}
-
-// CURLOPT_WRITEFUNCTION: body bytes of the last response. Returning less than `n` stops the
-// transfer with CURLE_WRITE_ERROR.
-size_t OnBody(char* data, size_t size, size_t count, void* user) {
-  Transfer& t = *static_cast<Transfer*>(user);
-  const size_t n = size * count;
-  t.body_started = true;
-  t.bytes_received += n;
-  if (!IsSuccess(t.status)) {
-    if (t.bytes_received <= kMaxDiscardedErrorBody) return n;
-    t.abort = Abort::kErrorBodyDiscarded;
-    return 0;
-  }
-  if (n > t.request.max_bytes - t.body.size()) {  // body.size() <= max_bytes holds here
-    t.abort = Abort::kOverCap;
-    return 0;
-  }
-  t.body.append(data, n);
-  return n;
-}
-
-// libcurl's result code as a canonical code. Chosen once, here, for every keel transfer.
-absl::StatusCode CodeFor(CURLcode code) {
-  switch (code) {
-    case CURLE_OPERATION_TIMEDOUT:
-      return absl::StatusCode::kDeadlineExceeded;
-    case CURLE_COULDNT_RESOLVE_PROXY:
-    case CURLE_COULDNT_RESOLVE_HOST:
-    case CURLE_COULDNT_CONNECT:
-    case CURLE_SEND_ERROR:
-    case CURLE_RECV_ERROR:
-    case CURLE_GOT_NOTHING:
-    case CURLE_WEIRD_SERVER_REPLY:
-    case CURLE_HTTP2:
-    case CURLE_HTTP2_STREAM:
-    case CURLE_HTTP3:
-    case CURLE_QUIC_CONNECT_ERROR:
-    case CURLE_PROXY:
-    // A failed TLS handshake (no shared cipher, a reset, an HTTP server on the port) may be
-    // the network or a server being redeployed: worth retrying.
-    case CURLE_SSL_CONNECT_ERROR:
-      return absl::StatusCode::kUnavailable;
-    // A certificate that fails verification, or a CA bundle that cannot be used: retrying does
-    // not help until someone changes the certificate or ca_file, so the term's status should
-    // say "misconfigured" (FailedPrecondition), not "the source is down" (Unavailable).
-    case CURLE_PEER_FAILED_VERIFICATION:
-    case CURLE_SSL_CACERT_BADFILE:
-    case CURLE_SSL_CERTPROBLEM:
-    case CURLE_SSL_ISSUER_ERROR:
-    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
-    case CURLE_SSL_INVALIDCERTSTATUS:
-    case CURLE_SSL_CRL_BADFILE:
-    // Too many redirects, or a redirect to a protocol other than http/https.
-    case CURLE_TOO_MANY_REDIRECTS:
-    case CURLE_UNSUPPORTED_PROTOCOL:
-      return absl::StatusCode::kFailedPrecondition;
-    case CURLE_PARTIAL_FILE:
-    case CURLE_BAD_CONTENT_ENCODING:
-      return absl::StatusCode::kDataLoss;
-    case CURLE_URL_MALFORMAT:
-      return absl::StatusCode::kInvalidArgument;
-    case CURLE_OUT_OF_MEMORY:
-    case CURLE_FILESIZE_EXCEEDED:
-      return absl::StatusCode::kResourceExhausted;
-    case CURLE_ABORTED_BY_CALLBACK:
-      return absl::StatusCode::kCancelled;
-    default:
-      return absl::StatusCode::kUnknown;
-  }
-}
-
-absl::Status CurlError(const Transfer& t, CURLcode code) {
-  std::string message = absl::StrCat("GET ", t.url, ": ", curl_easy_strerror(code));
-  const std::string_view detail(t.error_buffer, strnlen(t.error_buffer, sizeof(t.error_buffer)));
-  if (!detail.empty()) absl::StrAppend(&message, " (", Sv(TrimOws(detail)), ")");
-  return absl::Status(CodeFor(code), message);
-}
-
-// The canonical code for an HTTP status keel does not accept.
-absl::StatusCode CodeForHttpStatus(int status) {
-  if (status == 404 || status == 410) return absl::StatusCode::kNotFound;
-  if (status == 401 || status == 403) return absl::StatusCode::kPermissionDenied;
-  if (status == 429) return absl::StatusCode::kResourceExhausted;
-  if (status >= 500) return absl::StatusCode::kUnavailable;
-  return absl::StatusCode::kFailedPrecondition;
-}
-
-ResponseTiming TimingOf(const Transfer& t, int status) {
-  return ResponseTiming{.status = status,
-                        .cache_control = t.headers.cache_control,
-                        .age = t.headers.age,
-                        .expires = t.headers.expires,
-                        .date = t.headers.date,
-                        .retry_after = t.headers.retry_after};
-}
-
-// Builds the answer to the term from a finished transfer. Moves the body out.
-FetchResult ResultOf(Transfer& t, internal::TransferResult transfer) {
-  FetchResult result;
-  result.bytes_received = t.bytes_received;
-  if (transfer.cancelled) {
-    result.status = absl::CancelledError(
-        absl::StrCat("GET ", t.url, ": cancelled (by Cancel, or the runtime shutting down)"));
-    return result;
-  }
-  const CURLcode code = static_cast<CURLcode>(transfer.curl_code);
-  if (code != CURLE_OK) {
-    switch (t.abort) {
-      case Abort::kOverCap:
-        result.status = absl::ResourceExhaustedError(
-            absl::StrCat("body of ", t.url, " exceeds the cap of ", t.request.max_bytes, " bytes",
-                         t.content_length.has_value()
-                             ? absl::StrCat(" (Content-Length: ", *t.content_length, ")")
-                             : ""));
-        return result;
-      case Abort::kUnsupportedEncoding:
-        result.status = absl::InvalidArgumentError(absl::StrCat(
-            "GET ", t.url, ": unsupported Content-Encoding ",
-            Sv(TrimOws(t.headers.content_encoding)), " (keel takes gzip or identity)"));
-        return result;
-      case Abort::kErrorBodyDiscarded:
-        break;  // the status line says what went wrong
-      case Abort::kNone:
-        result.status = CurlError(t, code);
-        return result;
-    }
-  }
-  long status = 0;
-  curl_easy_getinfo(t.easy, CURLINFO_RESPONSE_CODE, &status);
-  const int http_status = static_cast<int>(status);
-  const ResponseTiming timing = TimingOf(t, http_status);
-  if (IsSuccess(http_status) || http_status == 304) {
-    if (http_status == 304 && !t.conditional) {
-      result.status = absl::InvalidArgumentError(
-          absl::StrCat("GET ", t.url, ": HTTP 304 (Not Modified) to an unconditional request"));
-      return result;
-    }
-    result.validators.etag = std::string(TrimOws(t.headers.etag));
-    result.validators.last_modified = std::string(TrimOws(t.headers.last_modified));
-    if (http_status == 304) {
-      // A 304 should repeat the validators; when it does not, the known ones still hold.
-      if (result.validators.etag.empty()) result.validators.etag = t.request.known.etag;
-      if (result.validators.last_modified.empty()) {
-        result.validators.last_modified = t.request.known.last_modified;
-      }
-      result.not_modified = true;
-    } else {
-      const std::string encoding = absl::AsciiStrToLower(Sv(TrimOws(t.headers.content_encoding)));
-      if ((encoding == "gzip" || encoding == "x-gzip") && !LooksGzipped(t.body)) {
-        result.status = absl::DataLossError(
-            absl::StrCat("GET ", t.url, ": Content-Encoding ", encoding,
-                         " but the body does not start with the gzip magic 1f 8b"));
-        return result;
-      }
-      result.body = std::move(t.body);
-    }
-    result.validators.version = result.validators.etag;
-    result.modified = ParseHttpDate(result.validators.last_modified);
-    result.next_refresh = DecideRefresh(timing, t.request.policy, t.request.wall_now);
-    return result;
-  }
-  std::string message = absl::StrCat("GET ", t.url, ": HTTP ", http_status);
-  char* effective = nullptr;
-  if (curl_easy_getinfo(t.easy, CURLINFO_EFFECTIVE_URL, &effective) == CURLE_OK &&
-      effective != nullptr && t.url != effective) {
-    absl::StrAppend(&message, " from ", effective);
-  }
-  if ((http_status == 429 || http_status == 503) &&
-      ParseRetryAfter(t.headers.retry_after, t.request.wall_now).has_value()) {
-    absl::StrAppend(&message, " (Retry-After: ", t.headers.retry_after, ")");
-    result.next_refresh = DecideRefresh(timing, t.request.policy, t.request.wall_now);
-  }
-  result.status = absl::Status(CodeForHttpStatus(http_status), message);
-  return result;
-}
-
-// Applies every option to the easy handle; the first libcurl refusal is an InternalError.
-absl::Status Configure(Transfer& t, const HttpOptions& options) {
-  CURLcode failed = CURLE_OK;
-  const char* failed_option = "";
-  auto set = [&](CURLoption option, const char* name, auto value) {
-    if (failed != CURLE_OK) return;
-    failed = curl_easy_setopt(t.easy, option, value);
-    if (failed != CURLE_OK) failed_option = name;
-  };
-#define KEEL_SET(option, value) set(option, #option, value)
-  KEEL_SET(CURLOPT_URL, t.url.c_str());
-  KEEL_SET(CURLOPT_HTTPGET, 1L);
-  KEEL_SET(CURLOPT_PROTOCOLS_STR, "http,https");
-  // An https source never follows a redirect down to plain http (its headers, such as an
-  // auth token, and the bytes would travel in clear).
-  const bool secure = absl::StartsWithIgnoreCase(Sv(t.url), "https://");
-  KEEL_SET(CURLOPT_REDIR_PROTOCOLS_STR, secure ? "https" : "http,https");
-  KEEL_SET(CURLOPT_FOLLOWLOCATION, 1L);
-  KEEL_SET(CURLOPT_MAXREDIRS, static_cast<long>(options.max_redirects));
-  KEEL_SET(CURLOPT_NOSIGNAL, 1L);
-  KEEL_SET(CURLOPT_CONNECTTIMEOUT_MS, CeilMillis(options.connect_timeout));
-  KEEL_SET(CURLOPT_TIMEOUT_MS, CeilMillis(options.timeout));
-  KEEL_SET(CURLOPT_SSL_VERIFYPEER, options.verify_tls ? 1L : 0L);
-  KEEL_SET(CURLOPT_SSL_VERIFYHOST, options.verify_tls ? 2L : 0L);
-  if (!options.ca_file.empty()) KEEL_SET(CURLOPT_CAINFO, options.ca_file.c_str());
-  // Bytes as sent: keel inflates gzip itself, with a cap libcurl does not have.
-  KEEL_SET(CURLOPT_HTTP_CONTENT_DECODING, 0L);
-  KEEL_SET(CURLOPT_USERAGENT, "keel");
-  KEEL_SET(CURLOPT_HTTPHEADER, t.request_headers);
-  KEEL_SET(CURLOPT_HEADERFUNCTION, &OnHeader);
-  KEEL_SET(CURLOPT_HEADERDATA, static_cast<void*>(&t));
-  KEEL_SET(CURLOPT_WRITEFUNCTION, &OnBody);
-  KEEL_SET(CURLOPT_WRITEDATA, static_cast<void*>(&t));
-  KEEL_SET(CURLOPT_ERRORBUFFER, t.error_buffer);
-#undef KEEL_SET
-  if (failed == CURLE_OK) return absl::OkStatus();
-  return absl::InternalError(absl::StrCat("GET ", t.url, ": libcurl refused ", failed_option, ": ",
-                                          curl_easy_strerror(failed)));
-}
-
-// Appends "Name: value" to the request's header list; false when out of memory.
-bool AddHeader(curl_slist*& list, std::string_view name, std::string_view value) {
-  // "Name:" with nothing after it would make libcurl remove the header; "Name;" sends it empty.
-  const std::string line =
-      value.empty() ? absl::StrCat(Sv(name), ";") : absl::StrCat(Sv(name), ": ", Sv(value));
-  curl_slist* appended = curl_slist_append(list, line.c_str());
-  if (appended == nullptr) return false;
-  list = appended;
-  return true;
-}
-
-// A validator the term hands back is sent only when it is safe on a header line: it came from
-// a server or from a file on disk, and a CR or LF in it would inject headers.
-bool UsableValidator(std::string_view value) {
-  return !TrimOws(value).empty() && !HasLineBreakOrNul(value);
-}
-
 class HttpFetcher final : public Fetcher {
  public:
   explicit HttpFetcher(HttpOptions options)
-      : options_(std::move(options)), options_status_(ValidateOptions(options_)) {}
-
-  ~HttpFetcher() override {
-    std::shared_ptr<Transfer> running = running_.lock();
-    if (running == nullptr) return;
-    Runtime& runtime = *running->runtime;  // alive: its transfer still holds `running`
-    if (runtime.InControlThread()) {
-      internal::RemoveTransfer(runtime, running->easy);  // done runs now, with CancelledError
-      return;
-    }
-    internal::Log().error(
-        "http fetcher for {} destroyed off the control thread while a fetch runs; the fetch "
-        "is cancelled and its callback dropped",
-        options_.url);
-    (void)runtime.Post([running] {
-      running->done = nullptr;
-      internal::RemoveTransfer(*running->runtime, running->easy);
-    });
+      : options_(std::move(options)),
+        options_status_(ValidateOptions(options_)),
+        requester_(absl::StrCat("http fetcher for ", options_.url)) {
+    spec_.url = options_.url;
+    spec_.label = absl::StrCat("GET ", options_.url);
+    spec_.headers = options_.headers;
+    spec_.connect_timeout = options_.connect_timeout;
+    spec_.timeout = options_.timeout;
+    spec_.max_redirects = options_.max_redirects;
+    spec_.verify_tls = options_.verify_tls;
+    spec_.ca_file = options_.ca_file;
+    spec_.request_gzip = options_.request_gzip;
   }
 
   std::string Describe() const override { return absl::StrCat("http ", options_.url); }
@@ -561,76 +92,29 @@ class HttpFetcher final : public Fetcher {
 
   void Fetch(Runtime& runtime, const FetchRequest& request, FetchCallback done) override {
     FetchResult failed;
-    failed.status = Start(runtime, request, done);
-    if (!failed.status.ok()) done(std::move(failed));
+    failed.status = options_status_;
+    if (failed.status.ok()) {
+      internal::HttpAnswerCallback answer =
+          [done = std::move(done)](internal::HttpAnswer answer) mutable {
+            done(std::move(answer.result));
+          };
+      failed.status = requester_.Start(runtime, spec_, request, answer);
+      if (failed.status.ok()) return;
+      internal::HttpAnswer refused;
+      refused.result = std::move(failed);
+      answer(std::move(refused));
+      return;
+    }
+    done(std::move(failed));
   }
 
-  void Cancel(Runtime& runtime) override {
-    std::shared_ptr<Transfer> running = running_.lock();
-    // RemoveTransfer runs the callback, which may destroy this fetcher: touch only locals.
-    if (running != nullptr) internal::RemoveTransfer(runtime, running->easy);
-  }
+  void Cancel(Runtime& runtime) override { requester_.Cancel(runtime); }
 
  private:
-  // Starts the transfer and returns OK, having taken `done`; or returns why it could not,
-  // leaving `done` to the caller.
-  absl::Status Start(Runtime& runtime, const FetchRequest& request, FetchCallback& done) {
-    if (!options_status_.ok()) return options_status_;
-    if (std::shared_ptr<Transfer> running = running_.lock();
-        running != nullptr && !running->finished) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("GET ", options_.url, ": a fetch is already running on this fetcher"));
-    }
-    auto t = std::make_shared<Transfer>();
-    t->runtime = &runtime;
-    t->url = options_.url;
-    t->request = request;
-    t->easy = curl_easy_init();
-    if (t->easy == nullptr) {
-      return absl::ResourceExhaustedError(
-          absl::StrCat("GET ", options_.url, ": curl_easy_init failed"));
-    }
-    bool listed = true;
-    if (UsableValidator(request.known.etag)) {
-      listed = listed && AddHeader(t->request_headers, "If-None-Match", request.known.etag);
-      t->conditional = true;
-    }
-    if (UsableValidator(request.known.last_modified)) {
-      listed =
-          listed && AddHeader(t->request_headers, "If-Modified-Since", request.known.last_modified);
-      t->conditional = true;
-    }
-    if (options_.request_gzip) {
-      listed = listed && AddHeader(t->request_headers, "Accept-Encoding", "gzip");
-    }
-    for (const auto& [name, value] : options_.headers) {
-      listed = listed && AddHeader(t->request_headers, name, value);
-    }
-    if (!listed) {
-      return absl::ResourceExhaustedError(
-          absl::StrCat("GET ", options_.url, ": out of memory for the request headers"));
-    }
-    if (absl::Status configured = Configure(*t, options_); !configured.ok()) return configured;
-    t->done = std::move(done);
-    absl::Status added = internal::AddTransfer(runtime, t->easy, [t](internal::TransferResult r) {
-      t->finished = true;
-      FetchCallback callback = std::move(t->done);
-      FetchResult result = ResultOf(*t, r);
-      if (callback) callback(std::move(result));  // empty only when the fetcher was destroyed
-    });
-    if (!added.ok()) {
-      done = std::move(t->done);  // AddTransfer does not call its callback on an error
-      return absl::Status(added.code(), absl::StrCat("GET ", options_.url, ": ", added.message()));
-    }
-    running_ = t;
-    return absl::OkStatus();
-  }
-
   const HttpOptions options_;
   const absl::Status options_status_;
-  // The transfer of the fetch in progress (or of the last one): owned by the runtime's
-  // completion callback, so it lives exactly as long as libcurl may use it.
-  std::weak_ptr<Transfer> running_;
+  internal::HttpRequestSpec spec_;
+  internal::HttpRequester requester_;
 };
 
 }  // namespace
