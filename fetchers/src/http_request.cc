@@ -482,6 +482,7 @@ absl::Status Configure(HttpTransfer& t, const HttpRequestSpec& options) {
   KEEL_SET(CURLOPT_WRITEFUNCTION, &OnBody);
   KEEL_SET(CURLOPT_WRITEDATA, static_cast<void*>(&t));
   KEEL_SET(CURLOPT_ERRORBUFFER, t.error_buffer);
+  if (options.path_as_is) KEEL_SET(CURLOPT_PATH_AS_IS, 1L);
   if (!options.aws_sigv4.empty()) {
     KEEL_SET(CURLOPT_AWS_SIGV4, options.aws_sigv4.c_str());
     KEEL_SET(CURLOPT_USERNAME, options.username.c_str());

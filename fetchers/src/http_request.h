@@ -57,6 +57,8 @@ struct HttpRequestSpec {
   std::string aws_sigv4 = {};
   std::string username = {};
   std::string password = {};
+  // Send the URL's path as it is, without squashing "/./" and "/../" (S3 keys may hold them).
+  bool path_as_is = false;
   // Keep up to this many bytes of an error response's body in HttpAnswer::error_body.
   size_t keep_error_body = 0;
 };

@@ -402,6 +402,8 @@ class TermCore : public std::enable_shared_from_this<TermCore> {
     // After a failure in keel's pipeline (decode, validate, caps), the hint was meant for a
     // success and backoff applies instead.
     bool source_failed = false;
+    // Where the fetch was answered (FetchResult::served_by).
+    std::string served_by;
   };
 
   bool stopped() const {
@@ -515,6 +517,7 @@ class TermCore : public std::enable_shared_from_this<TermCore> {
   void OnFetched(uint64_t attempt, fetchers::FetchResult result) {
     if (stopped() || attempt != attempt_) return;
     attempt_state_.bytes_received = result.bytes_received;
+    attempt_state_.served_by = result.served_by;
     attempt_state_.hint = std::move(result.next_refresh);
     if (!result.status.ok()) {
       attempt_state_.source_failed = true;
@@ -683,6 +686,7 @@ class TermCore : public std::enable_shared_from_this<TermCore> {
         status_.consecutive_failures = 0;
         status_.last_success = now;
         status_.from_disk = false;
+        status_.served_by = attempt_state_.served_by;
         if (outcome == Outcome::kNotModified) ++status_.not_modified;
       }
       failures = status_.consecutive_failures;
@@ -709,6 +713,9 @@ class TermCore : public std::enable_shared_from_this<TermCore> {
       span.AddAttribute("bytes_decoded", absl::StrCat(attempt_state_.bytes_decoded));
       span.AddAttribute("version", published_.version);
       span.AddAttribute("next_refresh", next.reason);
+      if (!attempt_state_.served_by.empty()) {
+        span.AddAttribute("served_by", attempt_state_.served_by);
+      }
       if (!error.ok()) span.AddAttribute("error", error.ToString());
       attempt_state_.span.reset();  // emits
     }

@@ -99,6 +99,9 @@ std::string_view TermStateName(TermState state) noexcept;
 struct TermStatus {
   std::string name;
   std::string source;  // the fetcher's Describe()
+  // Which of the source's places answered the last successful fetch (updated or not
+  // modified), for fetchers with several (S3 failover buckets); "" otherwise.
+  std::string served_by;
   TermState state = TermState::kInitializing;
   // The published value's version: the fetcher's version, else its ETag, else
   // "hash:<16 hex digits>" of the inflated bytes; "" when there is no value.

@@ -91,6 +91,9 @@ struct FetchResult {
   // When the source says when to ask again (HTTP caching, Retry-After): the delay and why.
   // The term uses it instead of its interval (or its backoff, after a failure).
   std::optional<RefreshDecision> next_refresh;
+  // Which of the fetcher's places answered, when it has several (S3's failover buckets:
+  // "s3://bucket/key"); "" when there is only one. The term's status shows it.
+  std::string served_by;
   // Bytes received from the source, headers excluded (an error page's body included): 0 for
   // "not modified".
   uint64_t bytes_received = 0;
