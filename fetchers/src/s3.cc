@@ -224,6 +224,9 @@ class S3Fetcher final : public Fetcher {
     auto attempt = std::make_shared<Attempt>();
     attempt->runtime = &runtime;
     attempt->request = request;
+    // The ETag alone decides: S3's Last-Modified has a one-second resolution, so an object
+    // replaced within the second of the last one would look unchanged to If-Modified-Since.
+    attempt->request.known.last_modified.clear();
     attempt->done = std::move(done);
     TryTarget(attempt, 0);
   }
