@@ -91,21 +91,21 @@ class HttpFetcher final : public Fetcher {
   absl::Status Validate() const override { return ValidateOptions(options_); }
 
   void Fetch(Runtime& runtime, const FetchRequest& request, FetchCallback done) override {
-    FetchResult failed;
-    failed.status = options_status_;
-    if (failed.status.ok()) {
-      internal::HttpAnswerCallback answer =
-          [done = std::move(done)](internal::HttpAnswer answer) mutable {
-            done(std::move(answer.result));
-          };
-      failed.status = requester_.Start(runtime, spec_, request, answer);
-      if (failed.status.ok()) return;
-      internal::HttpAnswer refused;
-      refused.result = std::move(failed);
-      answer(std::move(refused));
+    if (!options_status_.ok()) {
+      FetchResult failed;
+      failed.status = options_status_;
+      done(std::move(failed));
       return;
     }
-    done(std::move(failed));
+    internal::HttpAnswerCallback answer =
+        [done = std::move(done)](internal::HttpAnswer answer) mutable {
+          done(std::move(answer.result));
+        };
+    absl::Status started = requester_.Start(runtime, spec_, request, answer);
+    if (started.ok()) return;
+    internal::HttpAnswer refused;  // `answer` still holds `done`
+    refused.result.status = std::move(started);
+    answer(std::move(refused));
   }
 
   void Cancel(Runtime& runtime) override { requester_.Cancel(runtime); }

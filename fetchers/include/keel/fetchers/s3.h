@@ -1,10 +1,12 @@
 // S3: a fetcher that reads a remote term's bytes from an S3 object, with failover buckets.
 //
-// Each fetch is a GET signed with AWS Signature Version 4 (libcurl's own signing), on the
-// runtime's control thread, never blocking it. The version is the object's ETag: a term that
-// holds a value asks with `If-None-Match`, so an unchanged object costs one request and zero
-// body bytes (304). With `head_first` it sends a HEAD first and GETs only when the ETag
-// changed, for large objects on links where a conditional GET's round trip is not enough.
+// Each fetch is a GET signed with AWS Signature Version 4 (libcurl's own signing, with the
+// `x-amz-content-sha256` header S3 requires), on the runtime's control thread, never blocking
+// it. The version is the object's ETag: a term that holds a value asks with `If-None-Match`
+// only (not If-Modified-Since: Last-Modified has a one-second resolution, and an object
+// replaced within that second must not look unchanged), so an unchanged object costs one
+// request and zero body bytes (304). With `head_first` it sends a HEAD first and GETs only when the
+// ETag changed, for large objects on links where a conditional GET's round trip is not enough.
 //
 //   auto rules = keel::RemoteTerm<Rules>::Start(*runtime, {
 //       .name = "rules",
