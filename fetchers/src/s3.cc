@@ -380,7 +380,7 @@ class S3Fetcher final : public Fetcher {
     t.get.label =
         absl::StrCat("GET ", t.name, " (", region, ", ", parts->scheme, "://", authority, ")");
     t.get.headers.emplace_back("x-amz-content-sha256", kEmptyPayloadSha256);
-    if (!options_.anonymous) {
+    if (!options_.anonymous && resolved_.credentials.has_value()) {  // else Build() refuses
       const S3Credentials& c = *resolved_.credentials;
       if (!c.session_token.empty())
         t.get.headers.emplace_back("x-amz-security-token", c.session_token);
