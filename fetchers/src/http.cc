@@ -92,9 +92,7 @@ class HttpFetcher final : public Fetcher {
 
   void Fetch(Runtime& runtime, const FetchRequest& request, FetchCallback done) override {
     if (!options_status_.ok()) {
-      FetchResult failed;
-      failed.status = options_status_;
-      done(std::move(failed));
+      internal::AnswerWithError(done, options_status_);
       return;
     }
     internal::HttpAnswerCallback answer =

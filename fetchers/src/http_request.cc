@@ -57,22 +57,13 @@ bool HasLineBreakOrNul(std::string_view s) {
   return s.find_first_of(std::string_view("\r\n\0", 3)) != std::string_view::npos;
 }
 
-// Checks the URL with libcurl's own parser, the one the transfer will use.
-void CheckHttpUrl(std::string_view what, const std::string& url,
-                  std::vector<std::string>& problems) {
-  const std::string expected =
-      absl::StrCat(Sv(what), " must be an http:// or https:// URL with a host");
+absl::StatusOr<UrlParts> ParseUrl(const std::string& url) {
   CURLU* parsed = curl_url();
-  if (parsed == nullptr) {
-    problems.push_back("cannot check the url: out of memory");
-    return;
-  }
+  if (parsed == nullptr) return absl::ResourceExhaustedError("out of memory");
   const CURLUcode set = curl_url_set(parsed, CURLUPART_URL, url.c_str(), 0);
   if (set != CURLUE_OK) {
-    problems.push_back(
-        absl::StrCat(expected, ", got \"", url, "\" (", curl_url_strerror(set), ")"));
     curl_url_cleanup(parsed);
-    return;
+    return absl::InvalidArgumentError(curl_url_strerror(set));
   }
   auto part = [&](CURLUPart which) -> std::string {
     char* text = nullptr;
@@ -81,20 +72,40 @@ void CheckHttpUrl(std::string_view what, const std::string& url,
     curl_free(text);
     return value;
   };
-  const std::string scheme = absl::AsciiStrToLower(part(CURLUPART_SCHEME));
-  if (scheme != "http" && scheme != "https") {
-    problems.push_back(absl::StrCat(expected, ", got scheme \"", scheme, "\" in \"", url, "\""));
-  } else if (part(CURLUPART_HOST).empty()) {
+  UrlParts parts;
+  parts.scheme = absl::AsciiStrToLower(part(CURLUPART_SCHEME));
+  parts.host = part(CURLUPART_HOST);
+  parts.port = part(CURLUPART_PORT);
+  parts.path = part(CURLUPART_PATH);
+  parts.has_credentials = !part(CURLUPART_USER).empty() || !part(CURLUPART_PASSWORD).empty();
+  curl_url_cleanup(parsed);
+  return parts;
+}
+
+// Checks the URL with libcurl's own parser, the one the transfer will use.
+void CheckHttpUrl(std::string_view what, const std::string& url,
+                  std::vector<std::string>& problems) {
+  const std::string expected =
+      absl::StrCat(Sv(what), " must be an http:// or https:// URL with a host");
+  absl::StatusOr<UrlParts> parts = ParseUrl(url);
+  if (!parts.ok()) {
+    problems.push_back(
+        absl::StrCat(expected, ", got \"", url, "\" (", parts.status().message(), ")"));
+    return;
+  }
+  if (parts->scheme != "http" && parts->scheme != "https") {
+    problems.push_back(
+        absl::StrCat(expected, ", got scheme \"", parts->scheme, "\" in \"", url, "\""));
+  } else if (parts->host.empty()) {
     problems.push_back(absl::StrCat(expected, ", got no host in \"", url, "\""));
   }
-  if (!part(CURLUPART_USER).empty() || !part(CURLUPART_PASSWORD).empty()) {
+  if (parts->has_credentials) {
     // Not quoted back: the point is to keep the credentials out of messages.
     problems.push_back(
         absl::StrCat(Sv(what),
                      " must not carry credentials (user:password@), since it appears in logs and "
                      "errors; send them in a header such as Authorization"));
   }
-  curl_url_cleanup(parsed);
 }
 
 void CheckTimeout(std::string_view name, absl::Duration value, std::vector<std::string>& problems) {

@@ -29,6 +29,7 @@
 
 #include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "keel/fetchers/fetcher.h"
@@ -101,6 +102,17 @@ class HttpRequester {
   std::weak_ptr<HttpTransfer> running_;
 };
 
+// A URL as libcurl's parser (the one transfers use) reads it.
+struct UrlParts {
+  std::string scheme;  // lower case
+  std::string host;
+  std::string port;              // "" for the scheme's default
+  std::string path;              // "/" when none
+  bool has_credentials = false;  // user:password@ (never kept)
+};
+// InvalidArgument with libcurl's words when it cannot parse `url`.
+absl::StatusOr<UrlParts> ParseUrl(const std::string& url);
+
 // Option checks shared by fetchers; each appends what is wrong to `problems`.
 // An http:// or https:// URL with a host and no credentials in it; `what` names the option.
 void CheckHttpUrl(std::string_view what, const std::string& url,
@@ -111,6 +123,13 @@ void CheckTimeout(std::string_view name, absl::Duration value, std::vector<std::
 void CheckCaFile(const std::string& path, std::vector<std::string>& problems);
 // No CR, LF or NUL (a header value).
 bool HasLineBreakOrNul(std::string_view s);
+
+// Answers a fetch at once with `error` (invalid options, say).
+inline void AnswerWithError(FetchCallback& done, absl::Status error) {
+  FetchResult failed;
+  failed.status = std::move(error);
+  done(std::move(failed));
+}
 
 // Debian's abseil has its own string_view; StrCat takes it, not std::string_view.
 inline absl::string_view Sv(std::string_view s) { return absl::string_view(s.data(), s.size()); }

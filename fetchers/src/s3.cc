@@ -149,35 +149,6 @@ struct Target {
   internal::HttpRequestSpec head;
 };
 
-// The scheme, host and port of an endpoint URL, by libcurl's parser; nullopt if it has none.
-struct EndpointParts {
-  std::string scheme;
-  std::string host;
-  std::string port;  // "" for the scheme's default
-  std::string path;
-};
-
-std::optional<EndpointParts> ParseEndpoint(const std::string& url) {
-  CURLU* parsed = curl_url();
-  if (parsed == nullptr) return std::nullopt;
-  std::optional<EndpointParts> parts;
-  if (curl_url_set(parsed, CURLUPART_URL, url.c_str(), 0) == CURLUE_OK) {
-    auto part = [&](CURLUPart which) -> std::string {
-      char* text = nullptr;
-      std::string value;
-      if (curl_url_get(parsed, which, &text, 0) == CURLUE_OK && text != nullptr) value = text;
-      curl_free(text);
-      return value;
-    };
-    parts = EndpointParts{.scheme = absl::AsciiStrToLower(part(CURLUPART_SCHEME)),
-                          .host = part(CURLUPART_HOST),
-                          .port = part(CURLUPART_PORT),
-                          .path = part(CURLUPART_PATH)};
-  }
-  curl_url_cleanup(parsed);
-  return parts;
-}
-
 bool IsIpLiteral(std::string_view host) {
   if (!host.empty() && host.front() == '[') return true;  // IPv6
   for (char c : host) {
@@ -216,9 +187,7 @@ class S3Fetcher final : public Fetcher {
 
   void Fetch(Runtime& runtime, const FetchRequest& request, FetchCallback done) override {
     if (!options_status_.ok()) {
-      FetchResult failed;
-      failed.status = options_status_;
-      done(std::move(failed));
+      internal::AnswerWithError(done, options_status_);
       return;
     }
     auto attempt = std::make_shared<Attempt>();
@@ -322,10 +291,12 @@ class S3Fetcher final : public Fetcher {
               : absl::StrCat(prefix, "region must be lower-case letters, digits and '-', got \"",
                              Printable(region), "\""));
     }
-    std::optional<EndpointParts> parts;
+    std::optional<internal::UrlParts> parts;
     if (!endpoint.empty()) {
       internal::CheckHttpUrl(absl::StrCat(prefix, "endpoint"), endpoint, problems);
-      parts = ParseEndpoint(endpoint);
+      if (absl::StatusOr<internal::UrlParts> parsed = internal::ParseUrl(endpoint); parsed.ok()) {
+        parts = *std::move(parsed);
+      }
       if (parts.has_value() && !parts->path.empty() && parts->path != "/") {
         problems.push_back(
             absl::StrCat(prefix, "endpoint must have no path, got \"", endpoint, "\""));
@@ -334,10 +305,9 @@ class S3Fetcher final : public Fetcher {
     if (problems.size() != before) return;
     const bool aws = endpoint.empty();
     if (aws) {
-      parts = EndpointParts{.scheme = "https",
-                            .host = absl::StrCat("s3.", region, ".amazonaws.com"),
-                            .port = "",
-                            .path = ""};
+      parts.emplace();
+      parts->scheme = "https";
+      parts->host = absl::StrCat("s3.", region, ".amazonaws.com");
     }
     if (!parts.has_value()) {
       problems.push_back(absl::StrCat(prefix, "endpoint \"", endpoint, "\" cannot be parsed"));
