@@ -9,8 +9,10 @@
 #
 # leader_failover_bench starts a real etcd and three examples/leader_node processes on
 # 127.0.0.1 and kills the leader ten times (about 40 s); it prints one line per trial and a
-# summary to stderr. A binary that fails does not stop the others: the table is written with
-# what ran, and the script exits 1, naming the binaries that failed.
+# summary to stderr. s3_fetch_bench starts s3rver (npm, under node) and nginx on 127.0.0.1
+# (about 20 s); a missing one fails its rows with the fixture's message and the binary exits 1.
+# A binary that fails does not stop the others: the table is written with what ran, and the
+# script exits 1, naming the binaries that failed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
