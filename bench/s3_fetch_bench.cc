@@ -14,29 +14,27 @@
 //
 // Rows (one thread, wall time: the work runs on the runtime's control thread and in the
 // server processes; one iteration is one refresh):
-//   BM_S3_NotModified_Keel           keel's S3 fetcher, given the object's ETag: a Fetch
-//                                    posted to the runtime's control thread, the benchmark
-//                                    thread waiting for its callback. A signed GET with
-//                                    If-None-Match, answered 304.
-//   BM_S3_NotModified_HeadFirst_Keel the same with head_first: a signed HEAD whose ETag
-//                                    matches, so no GET follows.
-//   BM_S3_NotModified_RawCurl        the peer: the same signed conditional GET
-//                                    (CURLOPT_AWS_SIGV4 "aws:amz:us-east-1:s3", the key pair
-//                                    as CURLOPT_USERNAME/PASSWORD, x-amz-content-sha256 of the
-//                                    empty body, If-None-Match) with one reused easy handle,
-//                                    curl_easy_perform on the benchmark thread.
-//   BM_S3_Changed_Keel/<bytes>       keel's S3 fetcher with no known ETag: a full GET of the
-//   BM_S3_Changed_RawCurl/<bytes>    64 KB or 4 MB object, and the same GET through the reused
-//                                    easy handle (the body appended to a std::string, as keel
-//                                    does; the peer's string keeps its capacity between
-//                                    iterations, keel's result is a fresh one). bytes/s is
-//                                    object bytes per second of wall time.
-//   BM_Http_NotModified_Keel         keel's Http fetcher against nginx, given the file's ETag:
-//                                    a conditional GET answered 304 (no signature).
-//   BM_Http_NotModified_RawCurl      the same conditional GET through a reused easy handle.
-//   BM_Runtime_PostAndWait           keel's hand-off alone, no request: an empty task posted to
-//                                    the control thread that wakes the waiting thread, as
-//                                    around every keel fetch above.
+//   BM_S3Fetcher_S3NotModified
+//       keel's S3 fetcher, given the object's ETag: a Fetch posted to the runtime's control
+//       thread, the benchmark thread waiting for its callback. A signed GET with
+//       If-None-Match, answered 304.
+//   BM_S3FetcherHeadFirst_S3NotModified
+//       the same with head_first: a signed HEAD whose ETag matches, so no GET follows.
+//   BM_RawCurl_S3NotModified
+//       the peer: the same signed conditional GET (CURLOPT_AWS_SIGV4 "aws:amz:us-east-1:s3",
+//       the key pair as CURLOPT_USERNAME/PASSWORD, x-amz-content-sha256 of the empty body,
+//       If-None-Match) with one reused easy handle, curl_easy_perform on the benchmark thread.
+//   BM_S3Fetcher_S3Get/<bytes>, BM_RawCurl_S3Get/<bytes>
+//       keel's S3 fetcher with no known ETag: a full GET of the 64 KB or 4 MB object, and the
+//       same GET through the reused easy handle (the body appended to a std::string, as keel
+//       does; the peer's string keeps its capacity between iterations, keel's result is a
+//       fresh one). bytes/s is object bytes per second of wall time.
+//   BM_HttpFetcher_HttpNotModified, BM_RawCurl_HttpNotModified
+//       keel's Http fetcher against nginx, given the file's ETag: a conditional GET answered
+//       304 (no signature); and the same request through a reused easy handle.
+//   BM_Runtime_PostAndWait
+//       keel's hand-off alone, no request: an empty task posted to the control thread that
+//       wakes the waiting thread, as around every keel fetch above.
 // Every iteration checks its answer (304 with no body, or 200 with the whole object) and the
 // row fails at the first wrong one.
 //
@@ -44,33 +42,33 @@
 // a 304 and a HEAD carry none); s3_requests, the requests the S3 server counted during the
 // timed loop (1 for every S3 row: head_first sends the HEAD alone).
 //
-// How to read it: Keel / RawCurl on the same request is what keel adds to libcurl: a Post to
-// the control thread and its wake-up, a fresh easy handle per request (the connection itself
-// is reused from the runtime's multi handle, as the peer reuses its own), the fetcher's
-// bookkeeping, and the wake-up of the waiting thread; the request's signing and the server's
-// work are the same on both sides. BM_S3_NotModified_Keel / BM_Http_NotModified_Keel is what
-// SigV4 (signing here, and the fixture's check in node) plus s3rver's handling in node cost
-// over a C server's 304 on the same loopback; it says little about AWS, where the round trip
-// dominates. BM_S3_NotModified_HeadFirst_Keel / BM_S3_NotModified_Keel is the price of a HEAD
-// against a conditional GET when nothing changed: on a real link both are one round trip.
-// The CPU column is the benchmark thread's alone (for keel rows, posting and waiting, not the
-// request): compare wall times.
+// How to read it: keel's row / RawCurl's on the same request is what keel adds to libcurl: a Post
+// to the control thread and its wake-up, a fresh easy handle per request (the connection itself is
+// reused from the runtime's multi handle, as the peer reuses its own), the fetcher's bookkeeping,
+// and the wake-up of the waiting thread; the request's signing and the server's work are the same
+// on both sides. BM_S3Fetcher_S3NotModified / BM_HttpFetcher_HttpNotModified is what SigV4 (signing
+// here, and the fixture's check in node) plus s3rver's handling in node cost over a C server's 304
+// on the same loopback; it says little about AWS, where the round trip dominates.
+// BM_S3FetcherHeadFirst_S3NotModified / BM_S3Fetcher_S3NotModified is the price of a HEAD against a
+// conditional GET when nothing changed: on a real link both are one round trip. The CPU column is
+// the benchmark thread's alone (for keel rows, posting and waiting, not the request): compare wall
+// times.
 //
 // Costs (this machine: a 2-vCPU Firecracker VM, Release, one run of the binary with
 // --benchmark_min_time=1, as Google Benchmark 1.7.1 spells it; wall time per refresh, and
 // keel / raw curl on the same request). "as run" is that run; "one vCPU" is the same binary
 // right after under `taskset -c 0` (every thread and both servers on one vCPU):
-//                                      as run               one vCPU
-//   BM_S3_NotModified_Keel             2114 us  1.16x       1926 us  1.21x
-//   BM_S3_NotModified_HeadFirst_Keel   2079 us  1.14x       1693 us  1.06x
-//   BM_S3_NotModified_RawCurl          1818 us              1598 us
-//   BM_S3_Changed_Keel/65536           2218 us  1.03x       1751 us  0.90x
-//   BM_S3_Changed_RawCurl/65536        2152 us              1943 us
-//   BM_S3_Changed_Keel/4194304         15.5 ms  1.00x       14.0 ms  0.98x   (258 / 286 MB/s)
-//   BM_S3_Changed_RawCurl/4194304      15.5 ms              14.2 ms          (258 / 281 MB/s)
-//   BM_Http_NotModified_Keel            105 us  1.31x       30.5 us  1.57x
-//   BM_Http_NotModified_RawCurl          80 us              19.4 us
-//   BM_Runtime_PostAndWait               60 us              5.1 us
+//                                          as run             one vCPU
+//   BM_S3Fetcher_S3NotModified            2114 us  1.16x    1926 us  1.21x
+//   BM_S3FetcherHeadFirst_S3NotModified   2079 us  1.14x    1693 us  1.06x
+//   BM_RawCurl_S3NotModified              1818 us           1598 us
+//   BM_S3Fetcher_S3Get/65536              2218 us  1.03x    1751 us  0.90x
+//   BM_RawCurl_S3Get/65536                2152 us           1943 us
+//   BM_S3Fetcher_S3Get/4194304            15.5 ms  1.00x    14.0 ms  0.98x (258 / 286 MB/s)
+//   BM_RawCurl_S3Get/4194304              15.5 ms           14.2 ms        (258 / 281 MB/s)
+//   BM_HttpFetcher_HttpNotModified         105 us  1.31x    30.5 us  1.57x
+//   BM_RawCurl_HttpNotModified              80 us           19.4 us
+//   BM_Runtime_PostAndWait                  60 us            5.1 us
 // body_bytes was 0 on every NotModified row and s3_requests 1 on every S3 row. An S3 304 is
 // mostly s3rver's time in node: raw curl, which signs too, takes 1.6-1.8 ms; through keel it
 // is 20x (as run) to 63x (one vCPU) nginx's 304 through keel. keel adds ~0.3 ms to an S3 304
@@ -80,7 +78,7 @@
 // (BM_Runtime_PostAndWait is two such wake-ups: 60 us, against 5 us on one vCPU, and ~6 us in
 // runs where other processes kept both vCPUs busy). keel's rows make two more wake-ups per
 // request than raw curl's (to the control thread and back), so the small rows swing between
-// runs (BM_Http_NotModified_RawCurl measured 19-125 us within the hour). The S3 rows swing too
+// runs (BM_RawCurl_HttpNotModified measured 19-125 us within the hour). The S3 rows swing too
 // (the raw 304 measured 1.8-3.7 ms over eight runs, some while other builds ran), and keel /
 // raw on the S3 304 ranged 0.8x-1.2x: read the ratios to +-0.2.
 #include <curl/curl.h>
@@ -451,27 +449,27 @@ void S3RawRow(benchmark::State& state, bool not_modified, int64_t bytes) {
 
 // --- Rows ---------------------------------------------------------------------------------
 
-void BM_S3_NotModified_Keel(benchmark::State& state) {
+void BM_S3Fetcher_S3NotModified(benchmark::State& state) {
   S3KeelRow(state, /*head_first=*/false, /*not_modified=*/true, kSmallBytes);
 }
 
-void BM_S3_NotModified_HeadFirst_Keel(benchmark::State& state) {
+void BM_S3FetcherHeadFirst_S3NotModified(benchmark::State& state) {
   S3KeelRow(state, /*head_first=*/true, /*not_modified=*/true, kSmallBytes);
 }
 
-void BM_S3_NotModified_RawCurl(benchmark::State& state) {
+void BM_RawCurl_S3NotModified(benchmark::State& state) {
   S3RawRow(state, /*not_modified=*/true, kSmallBytes);
 }
 
-void BM_S3_Changed_Keel(benchmark::State& state) {
+void BM_S3Fetcher_S3Get(benchmark::State& state) {
   S3KeelRow(state, /*head_first=*/false, /*not_modified=*/false, state.range(0));
 }
 
-void BM_S3_Changed_RawCurl(benchmark::State& state) {
+void BM_RawCurl_S3Get(benchmark::State& state) {
   S3RawRow(state, /*not_modified=*/false, state.range(0));
 }
 
-void BM_Http_NotModified_Keel(benchmark::State& state) {
+void BM_HttpFetcher_HttpNotModified(benchmark::State& state) {
   if (!Ready(state, {&fixture->runtime_status, &fixture->nginx_status})) return;
   std::unique_ptr<Fetcher> fetcher = NginxFetcher(*fixture->nginx);
   KeelLoop(state, *fetcher, EtagOnly(fixture->nginx_small_etag), /*expect_not_modified=*/true,
@@ -479,7 +477,7 @@ void BM_Http_NotModified_Keel(benchmark::State& state) {
   DestroyOnControlThread(*fixture->runtime, std::move(fetcher));
 }
 
-void BM_Http_NotModified_RawCurl(benchmark::State& state) {
+void BM_RawCurl_HttpNotModified(benchmark::State& state) {
   if (!Ready(state, {&fixture->nginx_status})) return;
   RawCurl curl;
   if (absl::Status configured =
@@ -507,23 +505,23 @@ void BM_Runtime_PostAndWait(benchmark::State& state) {
   }
 }
 
-BENCHMARK(BM_S3_NotModified_Keel)
+BENCHMARK(BM_S3Fetcher_S3NotModified)
     ->UseRealTime()
     ->MinTime(kMinTimeSeconds)
     ->Unit(benchmark::kMicrosecond);
-BENCHMARK(BM_S3_NotModified_HeadFirst_Keel)
+BENCHMARK(BM_S3FetcherHeadFirst_S3NotModified)
     ->UseRealTime()
     ->MinTime(kMinTimeSeconds)
     ->Unit(benchmark::kMicrosecond);
-BENCHMARK(BM_S3_NotModified_RawCurl)
+BENCHMARK(BM_RawCurl_S3NotModified)
     ->UseRealTime()
     ->MinTime(kMinTimeSeconds)
     ->Unit(benchmark::kMicrosecond);
-BENCHMARK(BM_Http_NotModified_Keel)
+BENCHMARK(BM_HttpFetcher_HttpNotModified)
     ->UseRealTime()
     ->MinTime(kMinTimeSeconds)
     ->Unit(benchmark::kMicrosecond);
-BENCHMARK(BM_Http_NotModified_RawCurl)
+BENCHMARK(BM_RawCurl_HttpNotModified)
     ->UseRealTime()
     ->MinTime(kMinTimeSeconds)
     ->Unit(benchmark::kMicrosecond);
@@ -531,13 +529,13 @@ BENCHMARK(BM_Runtime_PostAndWait)
     ->UseRealTime()
     ->MinTime(kMinTimeSeconds)
     ->Unit(benchmark::kMicrosecond);
-BENCHMARK(BM_S3_Changed_Keel)
+BENCHMARK(BM_S3Fetcher_S3Get)
     ->Arg(kSmallBytes)
     ->Arg(kLargeBytes)
     ->UseRealTime()
     ->MinTime(kMinTimeSeconds)
     ->Unit(benchmark::kMicrosecond);
-BENCHMARK(BM_S3_Changed_RawCurl)
+BENCHMARK(BM_RawCurl_S3Get)
     ->Arg(kSmallBytes)
     ->Arg(kLargeBytes)
     ->UseRealTime()

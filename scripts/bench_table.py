@@ -20,6 +20,7 @@ import sys
 from collections import OrderedDict
 
 KEEL = ("RcuCell", "TimerWheel", "Runtime", "Tracker", "Keeper", "Leader", "RemoteTerm", "Term",
+        "S3Fetcher", "HttpFetcher",
         "Idempotency")
 
 # Keys Google Benchmark writes for every run; any other numeric key is a user counter.

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <limits>
@@ -204,7 +205,9 @@ struct HttpTransfer {
   FetchRequest request;
   bool conditional = false;
   HttpAnswerCallback done;
-  bool finished = false;  // done has been taken: a new request may start
+  // `done` has been taken (a new request may start, and the requester may go on any thread).
+  // Atomic: the requester's destructor may read it on another thread after the callback ran.
+  std::atomic<bool> finished{false};
 
   // The response, as the callbacks see it.
   int status = 0;  // of the response being received
@@ -541,7 +544,9 @@ HttpRequester::HttpRequester(std::string owner) : owner_(std::move(owner)) {}
 
 HttpRequester::~HttpRequester() {
   std::shared_ptr<HttpTransfer> running = running_.lock();
-  if (running == nullptr) return;
+  // A finished transfer may still be held by its completion for a moment after the callback
+  // ran: nothing of it needs this requester, on any thread.
+  if (running == nullptr || running->finished.load(std::memory_order_acquire)) return;
   Runtime& runtime = *running->runtime;  // alive: its transfer still holds `running`
   if (runtime.InControlThread()) {
     keel::internal::RemoveTransfer(runtime, running->easy);  // done runs now, cancelled
@@ -566,7 +571,7 @@ void HttpRequester::Cancel(Runtime& runtime) {
 absl::Status HttpRequester::Start(Runtime& runtime, const HttpRequestSpec& spec,
                                   const FetchRequest& request, HttpAnswerCallback& done) {
   if (std::shared_ptr<HttpTransfer> running = running_.lock();
-      running != nullptr && !running->finished) {
+      running != nullptr && !running->finished.load(std::memory_order_acquire)) {
     return absl::FailedPreconditionError(
         absl::StrCat(spec.label, ": a fetch is already running on this fetcher"));
   }
@@ -604,7 +609,7 @@ absl::Status HttpRequester::Start(Runtime& runtime, const HttpRequestSpec& spec,
   t->done = std::move(done);
   absl::Status added =
       keel::internal::AddTransfer(runtime, t->easy, [t](keel::internal::TransferResult r) {
-        t->finished = true;
+        t->finished.store(true, std::memory_order_release);
         HttpAnswerCallback callback = std::move(t->done);
         HttpAnswer answer = AnswerOf(*t, r);
         if (callback) callback(std::move(answer));  // empty only when the owner was destroyed
