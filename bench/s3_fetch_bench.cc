@@ -505,42 +505,20 @@ void BM_Runtime_PostAndWait(benchmark::State& state) {
   }
 }
 
-BENCHMARK(BM_S3Fetcher_S3NotModified)
-    ->UseRealTime()
-    ->MinTime(kMinTimeSeconds)
-    ->Unit(benchmark::kMicrosecond);
-BENCHMARK(BM_S3FetcherHeadFirst_S3NotModified)
-    ->UseRealTime()
-    ->MinTime(kMinTimeSeconds)
-    ->Unit(benchmark::kMicrosecond);
-BENCHMARK(BM_RawCurl_S3NotModified)
-    ->UseRealTime()
-    ->MinTime(kMinTimeSeconds)
-    ->Unit(benchmark::kMicrosecond);
-BENCHMARK(BM_HttpFetcher_HttpNotModified)
-    ->UseRealTime()
-    ->MinTime(kMinTimeSeconds)
-    ->Unit(benchmark::kMicrosecond);
-BENCHMARK(BM_RawCurl_HttpNotModified)
-    ->UseRealTime()
-    ->MinTime(kMinTimeSeconds)
-    ->Unit(benchmark::kMicrosecond);
-BENCHMARK(BM_Runtime_PostAndWait)
-    ->UseRealTime()
-    ->MinTime(kMinTimeSeconds)
-    ->Unit(benchmark::kMicrosecond);
-BENCHMARK(BM_S3Fetcher_S3Get)
-    ->Arg(kSmallBytes)
-    ->Arg(kLargeBytes)
-    ->UseRealTime()
-    ->MinTime(kMinTimeSeconds)
-    ->Unit(benchmark::kMicrosecond);
-BENCHMARK(BM_RawCurl_S3Get)
-    ->Arg(kSmallBytes)
-    ->Arg(kLargeBytes)
-    ->UseRealTime()
-    ->MinTime(kMinTimeSeconds)
-    ->Unit(benchmark::kMicrosecond);
+// Every row: wall time (the work runs on other threads and processes), a fixed minimum time.
+void Rows(benchmark::internal::Benchmark* b) {
+  b->UseRealTime()->MinTime(kMinTimeSeconds)->Unit(benchmark::kMicrosecond);
+}
+void SizedRows(benchmark::internal::Benchmark* b) { Rows(b->Arg(kSmallBytes)->Arg(kLargeBytes)); }
+
+BENCHMARK(BM_S3Fetcher_S3NotModified)->Apply(Rows);
+BENCHMARK(BM_S3FetcherHeadFirst_S3NotModified)->Apply(Rows);
+BENCHMARK(BM_RawCurl_S3NotModified)->Apply(Rows);
+BENCHMARK(BM_HttpFetcher_HttpNotModified)->Apply(Rows);
+BENCHMARK(BM_RawCurl_HttpNotModified)->Apply(Rows);
+BENCHMARK(BM_Runtime_PostAndWait)->Apply(Rows);
+BENCHMARK(BM_S3Fetcher_S3Get)->Apply(SizedRows);
+BENCHMARK(BM_RawCurl_S3Get)->Apply(SizedRows);
 
 // --- Setup --------------------------------------------------------------------------------
 

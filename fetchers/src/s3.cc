@@ -139,12 +139,10 @@ std::string_view HintFor(std::string_view code) {
   return "";
 }
 
-// One place the object may be read from: a bucket, its region and the resolved endpoint.
+// One place the object may be read from: a bucket and its requests (URL, region, signature).
 struct Target {
   std::string bucket;
-  std::string region;
-  std::string endpoint;  // as configured ("" for AWS)
-  std::string name;      // "s3://bucket/key"
+  std::string name;  // "s3://bucket/key"
   internal::HttpRequestSpec get;
   internal::HttpRequestSpec head;
 };
@@ -173,12 +171,11 @@ class S3Fetcher final : public Fetcher {
         requester_(absl::StrCat("s3 fetcher for s3://", options_.bucket, "/", options_.key)) {}
 
   std::string Describe() const override {
-    std::string out =
-        absl::StrCat("s3 ", Where(options_.bucket, region_of_primary(), options_.endpoint));
-    for (const S3Bucket& b : options_.failover) {
-      absl::StrAppend(&out, ", failover ",
-                      Where(b.bucket, b.region.empty() ? region_of_primary() : b.region,
-                            b.endpoint.empty() ? options_.endpoint : b.endpoint));
+    std::string out = "s3";
+    for (const S3Bucket& b : Buckets()) {
+      absl::StrAppend(&out, out.size() == 2 ? " " : ", failover ", "s3://", b.bucket, "/",
+                      options_.key, " (", b.region.empty() ? "?" : b.region,
+                      b.endpoint.empty() ? "" : ", ", b.endpoint, ")");
     }
     return out;
   }
@@ -214,12 +211,17 @@ class S3Fetcher final : public Fetcher {
     uint64_t bytes_received = 0;
   };
 
-  const std::string& region_of_primary() const { return resolved_.region; }
-
-  std::string Where(const std::string& bucket, const std::string& region,
-                    const std::string& endpoint) const {
-    return absl::StrCat("s3://", bucket, "/", options_.key, " (", region.empty() ? "?" : region,
-                        endpoint.empty() ? "" : ", ", endpoint, ")");
+  // The primary, then the failover buckets, with their defaults filled in: the primary's
+  // region and endpoint where a failover bucket has none.
+  std::vector<S3Bucket> Buckets() const {
+    std::vector<S3Bucket> buckets{S3Bucket{
+        .bucket = options_.bucket, .region = resolved_.region, .endpoint = options_.endpoint}};
+    for (const S3Bucket& b : options_.failover) {
+      buckets.push_back(S3Bucket{.bucket = b.bucket,
+                                 .region = b.region.empty() ? resolved_.region : b.region,
+                                 .endpoint = b.endpoint.empty() ? options_.endpoint : b.endpoint});
+    }
+    return buckets;
   }
 
   // Checks the options and builds each target's requests; returns what is wrong.
@@ -254,12 +256,9 @@ class S3Fetcher final : public Fetcher {
         }
       }
     }
-    AddTarget("", options_.bucket, region_of_primary(), options_.endpoint, problems);
-    for (size_t i = 0; i < options_.failover.size(); ++i) {
-      const S3Bucket& b = options_.failover[i];
-      AddTarget(absl::StrCat("failover[", i, "]."), b.bucket,
-                b.region.empty() ? region_of_primary() : b.region,
-                b.endpoint.empty() ? options_.endpoint : b.endpoint, problems);
+    const std::vector<S3Bucket> buckets = Buckets();
+    for (size_t i = 0; i < buckets.size(); ++i) {
+      AddTarget(i == 0 ? "" : absl::StrCat("failover[", i - 1, "]."), buckets[i], problems);
     }
     for (size_t i = 0; i < targets_.size(); ++i) {
       for (size_t j = 0; j < i; ++j) {
@@ -273,8 +272,11 @@ class S3Fetcher final : public Fetcher {
     return absl::InvalidArgumentError(absl::StrCat("s3 fetcher: ", absl::StrJoin(problems, "; ")));
   }
 
-  void AddTarget(const std::string& prefix, const std::string& bucket, const std::string& region,
-                 const std::string& endpoint, std::vector<std::string>& problems) {
+  void AddTarget(const std::string& prefix, const S3Bucket& where,
+                 std::vector<std::string>& problems) {
+    const std::string& bucket = where.bucket;
+    const std::string& region = where.region;
+    const std::string& endpoint = where.endpoint;
     const size_t before = problems.size();
     if (!IsBucketName(bucket)) {
       problems.push_back(absl::StrCat(prefix,
@@ -341,8 +343,6 @@ class S3Fetcher final : public Fetcher {
                      parts->port.empty() ? "" : ":", parts->port);
     Target t;
     t.bucket = bucket;
-    t.region = region;
-    t.endpoint = endpoint;
     t.name = absl::StrCat("s3://", bucket, "/", options_.key);
     t.get.url =
         absl::StrCat(parts->scheme, "://", authority, "/",

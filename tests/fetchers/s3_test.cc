@@ -114,11 +114,13 @@ class S3Test : public ::testing::Test {
   }
 
   // One fetch through a bare fetcher, on the control thread.
-  FetchResult Fetch(fetchers::Fetcher& fetcher, fetchers::Validators known = {}) {
+  FetchResult Fetch(fetchers::Fetcher& fetcher, fetchers::Validators known = {},
+                    uint64_t max_bytes = uint64_t{16} << 20) {
     internal::Notification arrived;
     FetchResult result;
     FetchRequest request;
     request.known = std::move(known);
+    request.max_bytes = max_bytes;
     EXPECT_TRUE(runtime_
                     ->Post([&] {
                       fetcher.Fetch(*runtime_, request, [&](FetchResult r) {
@@ -133,9 +135,10 @@ class S3Test : public ::testing::Test {
     }
     return result;
   }
-  FetchResult Fetch(S3Options options, fetchers::Validators known = {}) {
+  FetchResult Fetch(S3Options options, fetchers::Validators known = {},
+                    uint64_t max_bytes = uint64_t{16} << 20) {
     std::unique_ptr<fetchers::Fetcher> fetcher = fetchers::S3(std::move(options));
-    return Fetch(*fetcher, std::move(known));
+    return Fetch(*fetcher, std::move(known), max_bytes);
   }
 
   std::unique_ptr<S3Server> primary_;
@@ -385,6 +388,18 @@ TEST_F(S3Test, VirtualHostAddressingReachesTheBucketByName) {
 
 TEST_F(S3Test, ObjectsOverTheTermsCapAreRefusedWithoutDownloadingThem) {
   Put(*primary_, "alpha", std::string(100000, 'b'));
+  // With head_first and a value held, the HEAD's Content-Length refuses it: no GET at all.
+  S3Options head_first = Options();
+  head_first.head_first = true;
+  absl::StatusOr<int64_t> before = primary_->RequestCount();
+  ASSERT_TRUE(before.ok());
+  FetchResult r =
+      Fetch(head_first, {.etag = "\"older\"", .last_modified = "", .version = ""}, 1000);
+  EXPECT_EQ(r.status.code(), absl::StatusCode::kResourceExhausted) << r.status;
+  EXPECT_EQ(r.bytes_received, 0u);
+  absl::StatusOr<int64_t> after = primary_->RequestCount();
+  ASSERT_TRUE(after.ok());
+  EXPECT_EQ(*after - *before, 1) << "the HEAD only";
   for (bool head_first : {false, true}) {
     S3Options o = Options();
     o.head_first = head_first;
